@@ -1,0 +1,68 @@
+"""Default run: Gram (Gatys) style loss, torchvision VGG-19 weights, Adam, automatic balance.
+
+    python -m nst_jax.main --config=configs/default.py --content=photo.jpg --style=painting.jpg --output=out.png
+
+Produces out.png (long edge 512 px on a GPU or TPU, 256 px on a CPU unless --size is given) and out.json, the
+run record. Every field can be overridden on the command line, e.g. ``--config.steps=300``.
+"""
+
+from ml_collections import config_dict
+
+STYLE_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+
+
+def get_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+
+    # Inputs and output. Empty content/style: the demo images of nst_jax.demo.
+    c.content = ""
+    c.style = ""
+    c.output = "out.png"
+    c.size = config_dict.placeholder(int)  # long edge in px; None: 512 on an accelerator, 256 on a CPU
+    c.style_size = config_dict.placeholder(int)  # long edge of the style image; None: content's long edge
+    c.style_scale = 1.0  # style long edge = style_scale * (style_size or content long edge)
+    c.style_resize = "keep_aspect"  # or "match_content": stretched to the content's H x W (official code)
+
+    # Network.
+    c.weights = ""  # a file from `python -m weights_converter`; empty: the cached torchvision file
+    c.source = "torchvision"  # which cached file to use when `weights` is empty
+    c.pooling = "max"  # "max" (torchvision), "avg" (the paper)
+    c.content_layers = "relu4_2"
+    c.style_layers = STYLE_LAYERS
+    c.layer_weights = "1,1,1,1,1"
+
+    # Losses. `kernel`: one method, or a fusion "linear,gaussian" weighted by `kernel_weights`.
+    c.kernel = "gram"
+    c.kernel_weights = ""  # empty: 1 for each method
+    c.poly_c = 1.0
+    c.poly_d = 2
+    c.gaussian_gamma = config_dict.placeholder(float)  # None: the paper's rule, 1 / mean squared distance
+    c.gaussian_estimator = "linear"  # "linear" (the paper), "full", "unbiased", "rff"
+    c.rff_features = 1024
+    c.block_size = 512  # rows per tile of the pairwise MMD estimators
+    c.content_weight = 1.0
+    c.style_weight = 5.0  # the paper's s; with balance=auto: style/content gradient-norm ratio at the start
+    c.tv_weight = 0.0
+    c.balance = "auto"  # "auto": equalise gradient norms at the start; "none": the paper's raw constants
+
+    # Optimisation.
+    c.optimizer = "adam"  # "adam", "lbfgs", "sgd_paper"
+    c.steps = 500
+    c.lr = 0.05  # Adam step in preprocessed-input units (torchvision: 1 unit = about 0.23 of the [0, 1] range)
+    c.init = "content"  # "content", "noise", or an image file
+    c.seed = 0
+    c.chunk = 25  # optimisation steps per device dispatch
+    c.save_every = 0  # intermediate images every N steps (0: none)
+    c.log_every = 10  # loss terms in the run record every N steps
+
+    # The official code's SGD (optimizer=sgd_paper).
+    c.sgd = config_dict.ConfigDict()
+    c.sgd.lr = 0.001
+    c.sgd.momentum = 0.9
+    c.sgd.weight_decay = 5e-4
+    c.sgd.decay = 0.9
+    c.sgd.decay_every = 80
+    c.sgd.clip_per_pixel = 3.0  # VGG gradient clipped to L2 norm clip_per_pixel * H * W
+    c.sgd.tv_weight = 0.01  # TV gradient added after clipping
+    c.sgd.stop_tol = 0.005  # early stop when ||x_t - x_t-1|| / ||x_t|| < stop_tol (0: never)
+    return c

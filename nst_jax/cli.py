@@ -1,0 +1,134 @@
+"""What the command-line programs share: one-line errors, flag parsing, the progress bar, writing outputs.
+
+Entry modules (``main.py``, ``compare.py``) define the flags; this module only uses their values.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, NoReturn
+
+from absl import flags
+
+from nst_jax import image, runner
+from nst_jax.atomic import write_json
+from nst_jax.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Prints ``error: message`` on one line and exits with status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with bad flags reported as one line and exit status 2 (absl's own exits 1)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(str(e).splitlines()[0])
+    except (ValueError, TypeError, KeyError, AttributeError) as e:  # config-file overrides (--config.x=...)
+        fail(f"bad --config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def record_path(output: str) -> str:
+    """``out.png`` -> ``out.json``."""
+    return os.path.splitext(output)[0] + ".json"
+
+
+def snapshot_path(output: str, step: int) -> str:
+    stem, ext = os.path.splitext(output)
+    return f"{stem}_{step:05d}{ext}"
+
+
+def check_output(output: str, inputs: list[str]) -> None:
+    """Refuses, before any work, an output that cannot be written or would overwrite an input.
+
+    A missing output folder is created (documented in the README)."""
+    if not output:
+        raise UserError("--output is empty")
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in image.SAVE_FORMATS:
+        raise UserError(f"--output={output}: unsupported extension {ext or '(none)'}; use .png, .jpg or .jpeg")
+    if os.path.isdir(output):
+        raise UserError(f"--output={output}: is a folder; give a file name such as {os.path.join(output, 'out.png')}")
+    out_real = os.path.realpath(output)
+    for path in inputs:
+        if path and os.path.exists(path) and os.path.realpath(path) in (out_real, os.path.realpath(record_path(output))):
+            raise UserError(f"--output={output}: would overwrite the input {path}")
+    folder = os.path.dirname(os.path.abspath(output))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--output={output}: cannot create folder {folder} ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--output={output}: folder {folder} is not writable")
+
+
+class ProgressBar:
+    """A one-line live bar on a terminal (a line per update otherwise): step, loss terms, it/s, ETA."""
+
+    def __init__(self, stream=None, width: int = 24):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = self.stream.isatty()
+        self.started = time.time()
+
+    def __call__(self, step: int, steps: int, terms: dict[str, float], rate: float) -> None:
+        frac = step / max(steps, 1)
+        filled = int(round(frac * self.width))
+        eta = (steps - step) / rate if rate > 0 else float("inf")
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "--:--:--"
+        shown = " ".join(f"{k} {v:.4g}" for k, v in terms.items() if k in ("total", "content", "style", "tv"))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {step}/{steps} {shown} | {rate:.2f} it/s | ETA {eta_text}"
+        if self.tty:
+            self.stream.write("\r" + line + "\033[K")
+            if step >= steps:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def write_outputs(output: str, result: Any, record: dict[str, Any]) -> None:
+    """The image, then its record: a record on disk means the image beside it is complete."""
+    image.save_image(output, result)
+    record = dict(record, output=os.path.abspath(output))
+    write_json(record_path(output), record, what="run record")
+
+
+def run_one(config: Any) -> int:
+    """Runs one style transfer from a config and writes its outputs. Returns the exit status."""
+    try:
+        check_output(config.output, [config.content, config.style, config.init, config.weights])
+        bar = ProgressBar()
+
+        def snapshot(step: int, rgb: Any) -> None:
+            image.save_image(snapshot_path(config.output, step), rgb)
+
+        size_note = runner.transfer.default_size(config)[1]
+        if size_note:
+            print(size_note, file=sys.stderr, flush=True)
+        try:
+            result, record = runner.stylize(config.content or None, config.style or None, config,
+                                            progress=bar, snapshot=snapshot)
+        except runner.NonFiniteLoss as e:
+            write_outputs(config.output, e.image, e.record)
+            raise
+        write_outputs(config.output, result, record)
+    except UserError as e:
+        fail(str(e))
+    w = record["weights"]
+    print(f"wrote {config.output} and {record_path(config.output)} ({record['steps_run']} steps in "
+          f"{record['run_s']:.1f} s after {record['compile_s']:.1f} s compile; weights {w['source']} "
+          f"{os.path.basename(w['path'])} sha256 {w['sha256'][:12]}; origin: {w['origin']})", file=sys.stderr)
+    return 0

@@ -1,0 +1,256 @@
+"""Running a style transfer end to end: inputs, weights, the chunked optimisation loop, the run record.
+
+``stylize`` is the Python API (also what ``python -m nst_jax.main`` calls); the numerics live in
+:mod:`nst_jax.transfer`. Nothing here prints: progress goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import math
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import nst_jax
+from nst_jax import demo, image, optimizers, transfer
+from nst_jax import weights as weights_lib
+from nst_jax.errors import ImageError, UserError
+
+ImageLike = str | np.ndarray | None
+
+
+class NonFiniteLoss(UserError):
+    """The energy became NaN or infinite; the last finite image is kept."""
+
+
+def _input(value: ImageLike, which: str) -> tuple[np.ndarray, str]:
+    """(H, W, 3) RGB in [0, 1] and a description, from a path, an array or ``None`` (the demo image)."""
+    if value is None or (isinstance(value, str) and not value):
+        drawn = demo.content_image(1024) if which == "content" else demo.style_image(1024)
+        return drawn, f"demo {which} image (nst_jax.demo)"
+    if isinstance(value, str):
+        return image.load_image(value), value
+    arr = np.asarray(value, np.float32)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ImageError(f"{which} array: expected (H, W, 3) RGB, got shape {arr.shape}")
+    return np.clip(arr, 0.0, 1.0), f"{which} array {arr.shape[0]}x{arr.shape[1]}"
+
+
+def _init_image(config: Any, content: np.ndarray, key: jax.Array, source: str) -> jax.Array:
+    init = config.init
+    if init == "content":
+        return image.preprocess(jnp.asarray(content), source)
+    if init == "noise":
+        return image.preprocess(jax.random.uniform(key, content.shape, jnp.float32), source)
+    rgb = image.resize(image.load_image(init), content.shape[:2])
+    return image.preprocess(jnp.asarray(rgb), source)
+
+
+def versions() -> dict[str, str]:
+    import flax
+    import jaxlib
+    import optax
+
+    return {
+        "nst_jax": nst_jax.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def device_info() -> dict[str, Any]:
+    dev = jax.devices()[0]
+    return {"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count(),
+            "host": platform.node()}
+
+
+ProgressFn = Callable[[int, int, dict[str, float], float], None]
+SnapshotFn = Callable[[int, np.ndarray], None]
+
+
+def stylize(
+    content: ImageLike,
+    style: ImageLike,
+    config: Any,
+    *,
+    weights: weights_lib.Weights | None = None,
+    progress: ProgressFn | None = None,
+    snapshot: SnapshotFn | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Stylises ``content`` with ``style``.
+
+    Args:
+      content: image file path, (H, W, 3) RGB array in [0, 1], or ``None``/``""`` for the demo image.
+      style: likewise.
+      config: a ``ConfigDict`` as in ``configs/default.py``.
+      weights: loaded VGG-19 weights; default: ``config.weights`` or the cached file.
+      progress: called between chunks with (step, steps, latest loss terms, iterations per second).
+      snapshot: called with (step, RGB image) every ``config.save_every`` steps.
+
+    Returns:
+      (the result, (H, W, 3) float32 RGB in [0, 1]; the run record, a JSON-serialisable dict).
+
+    Raises:
+      UserError: bad inputs or config (one-line message); NonFiniteLoss carries the last finite image in
+        ``.image`` and the partial record in ``.record``.
+    """
+    transfer.check_config(config)
+    started = time.time()
+    if weights is None:
+        weights = weights_lib.load(weights_lib.resolve(config.weights or None, config.source))
+    source = weights.source
+    size, size_note = transfer.default_size(config)
+    content_rgb, content_desc = _input(content, "content")
+    style_rgb, style_desc = _input(style, "style")
+    content_rgb = image.resize_long_edge(content_rgb, size)
+    style_rgb = image.resize(style_rgb, transfer.style_shape(content_rgb.shape[:2], style_rgb.shape[:2], config))
+
+    problem = transfer.Problem(
+        content_layers=tuple(transfer._csv(config.content_layers)),
+        style_layers=tuple(transfer._csv(config.style_layers)),
+        layer_weights=tuple(transfer._floats(config.layer_weights, "layer_weights")),
+        terms=tuple(transfer.parse_terms(config)),
+        pooling=config.pooling,
+        content_weight=float(config.content_weight),
+        tv_weight=float(config.tv_weight),
+        optimizer=config.optimizer,
+    )
+    need = transfer.min_side(list(problem.layers))
+    for what, rgb in (("content", content_rgb), ("style", style_rgb)):
+        if min(rgb.shape[:2]) < need:
+            raise ImageError(f"{what} image is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
+                             f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")
+
+    key = jax.random.key(config.seed)
+    init_key, loop_key, balance_key, ref_key = jax.random.split(key, 4)
+    params = jax.device_put(weights.params)
+    c = image.preprocess(jnp.asarray(content_rgb), source)
+    s = image.preprocess(jnp.asarray(style_rgb), source)
+    x0 = _init_image(config, content_rgb, init_key, source)
+
+    t0 = time.time()
+    tgt = jax.jit(functools.partial(transfer.targets, problem))(params, c, s)
+    base = transfer.paper_scales(problem, params, x0)
+    if config.balance == "auto":
+        x_ref = image.preprocess(jax.random.uniform(ref_key, content_rgb.shape, jnp.float32), source)
+        factors = transfer.balance_factors(problem, params, tgt, base, x_ref, balance_key)
+    else:
+        factors = [1.0] * len(problem.terms)
+    scales = {
+        "content": jnp.float32(config.content_weight),
+        "style": {k: jnp.float32(config.style_weight * factors[k[0]] * v) for k, v in base.items()},
+    }
+    setup_s = time.time() - t0
+
+    low, high = image.pixel_range(source)
+    settings = transfer.StepSettings(
+        steps=int(config.steps), low=tuple(map(float, low)), high=tuple(map(float, high)),
+        clip_per_pixel=float(config.sgd.clip_per_pixel), sgd_tv_weight=float(config.sgd.tv_weight),
+        stop_tol=float(config.sgd.stop_tol) if config.optimizer == "sgd_paper" else 0.0,
+    )
+    opt = optimizers.make(config.optimizer, config)
+    length = int(config.chunk)
+    if config.save_every:
+        length = math.gcd(length, int(config.save_every))
+    length = max(1, min(length, max(int(config.steps), 1)))
+    chunk_fn = jax.jit(transfer.make_chunk(problem, opt, settings, length), donate_argnums=0)
+    # Copies: an optimiser state may alias x0 (L-BFGS keeps the last iterate), and the carry is donated.
+    carry = (x0, jax.tree.map(jnp.copy, opt.init(x0)), jnp.int32(0), jnp.bool_(False))
+
+    t0 = time.time()
+    compiled = chunk_fn.lower(carry, params, tgt, scales, loop_key).compile()
+    compile_s = time.time() - t0
+
+    history: dict[str, list[float]] = {"step": []}
+    names = ["total", *transfer.term_names(problem)]
+    for n in names:
+        history[n] = []
+    last_finite = np.asarray(x0)
+    step = 0
+    run_t0 = time.time()
+    nonfinite = None
+    while step < config.steps:
+        carry, terms = compiled(carry, params, tgt, scales, loop_key)
+        terms = jax.device_get(terms)
+        x_host = np.asarray(carry[0])
+        new_step = int(carry[2])
+        for i in range(new_step - step):
+            t = step + i
+            row = {n: float(terms[n][i]) for n in names}
+            if not all(math.isfinite(v) for v in row.values()):
+                nonfinite = (t, row)
+                break
+            if t % config.log_every == 0:
+                history["step"].append(t)
+                for n in names:
+                    history[n].append(row[n])
+        if nonfinite is not None:
+            break
+        if not np.all(np.isfinite(x_host)):
+            nonfinite = (new_step, {})
+            break
+        last_finite = x_host
+        stopped = bool(carry[3]) or new_step == step
+        step = new_step
+        elapsed = time.time() - run_t0
+        if progress is not None:
+            latest = {n: history[n][-1] for n in names} if history["step"] else {}
+            progress(step, int(config.steps), latest, step / max(elapsed, 1e-9))
+        if snapshot is not None and config.save_every and step % config.save_every == 0 and step < config.steps:
+            snapshot(step, _to_rgb(last_finite, source))
+        if stopped:
+            break
+    run_s = time.time() - run_t0
+
+    final_terms = None
+    if nonfinite is None:
+        value, final = jax.jit(functools.partial(transfer.energy, problem))(
+            params, tgt, scales, jnp.asarray(last_finite), jax.random.fold_in(loop_key, step)
+        )
+        final_terms = {"total": float(value), **{k: float(v) for k, v in final.items()}}
+
+    result = _to_rgb(last_finite, source)
+    record = {
+        "nst_jax": nst_jax.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+        "content": {"input": content_desc, "size": list(content_rgb.shape[:2])},
+        "style": {"input": style_desc, "size": list(style_rgb.shape[:2])},
+        "size_note": size_note,
+        "weights": {"path": weights.path, "source": source, "sha256": weights.sha256, "origin": weights.origin},
+        "device": device_info(),
+        "versions": versions(),
+        "terms": [{"method": t.method, "weight": t.weight, "params": t.params} for t in problem.terms],
+        "balance": {"mode": config.balance,
+                    "factors": {t.method: f for t, f in zip(problem.terms, factors, strict=True)}},
+        "paper_scales": {f"{problem.terms[i].method}/{layer}": v for (i, layer), v in base.items()},
+        "steps_run": step,
+        "stopped_early": step < config.steps and nonfinite is None,
+        "setup_s": setup_s,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "iterations_per_s": step / run_s if run_s > 0 else None,
+        "total_s": time.time() - started,
+        "losses": history,
+        "final_losses": final_terms,
+    }
+    if nonfinite is not None:
+        t, row = nonfinite
+        record["nonfinite"] = {"step": t, "terms": row}
+        err = NonFiniteLoss(f"the energy became non-finite at step {t}; kept the last finite image "
+                            f"(try a smaller --lr or other weights)")
+        err.image, err.record = result, record
+        raise err
+    return result, record
+
+
+def _to_rgb(x: np.ndarray, source: str) -> np.ndarray:
+    return np.clip(np.asarray(image.deprocess(jnp.asarray(x), source)), 0.0, 1.0).astype(np.float32)
+

@@ -1,0 +1,347 @@
+"""The style-transfer run: one image optimised so its VGG-19 features keep the content and align the style.
+
+The only variable is the image, held in the weights' preprocessed space (see :mod:`nst_jax.image`) and kept
+in the valid pixel range by projection: after every update it is clipped to the per-channel values of RGB
+0 and 1. Content and style features are computed once; a step computes only the generated image's side.
+Steps run ``config.chunk`` at a time inside one jit-compiled ``lax.scan``; the host is touched only between
+chunks (progress, snapshots). Every step's random key is ``fold_in(key, step)``, so results do not depend on
+the chunk size.
+
+Energy (per step, x the image, F its features, P the content's, S the style's):
+
+    content_weight * sum_l ||F_l - P_l||^2                                (content layers, the paper's alpha)
+  + sum_t kernel_weight_t * style_weight * b_t * sum_l w_l * c_t(M_l, N_l) * L_t(F_l, S_l)   (style)
+  + tv_weight * TV(x)
+
+with L_t the method's loss (:mod:`nst_jax.losses`), c_t the official code's per-layer constant
+(:func:`nst_jax.losses.paper_scale`) and b_t the balance factor: 1 with ``balance="none"``; with
+``balance="auto"`` the factor that makes method t's style-gradient norm equal the content-gradient norm at a
+fixed reference image (seeded uniform noise, where neither gradient vanishes), so ``style_weight`` is the
+style/content gradient ratio whatever the weights' feature scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nst_jax import image, losses, optimizers, vgg
+from nst_jax import weights as weights_lib
+from nst_jax.errors import ConfigError
+
+BALANCES = ("auto", "none")
+STYLE_RESIZES = ("keep_aspect", "match_content")
+CPU_DEFAULT_SIZE = 256
+ACCELERATOR_DEFAULT_SIZE = 512
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration checks and parsing (user errors -> ConfigError, one line each).
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in _csv(text)]
+    except ValueError:
+        raise ConfigError(f"--{what}={text!r}: expected comma-separated numbers") from None
+    for v in values:
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"--{what}={text!r}: weights must be finite and non-negative")
+    return values
+
+
+def parse_terms(config: Any) -> list[losses.StyleTerm]:
+    """The style terms of ``config.kernel`` (one method or a comma-separated fusion) with their weights."""
+    methods = [m.lower() for m in _csv(config.kernel)]
+    if not methods:
+        raise ConfigError("--kernel is empty; expected one of " + "|".join(losses.METHODS) + " or a fusion")
+    for m in methods:
+        if m not in losses.METHODS:
+            raise ConfigError(f"--kernel={config.kernel}: unknown method {m!r}; expected "
+                              + "|".join(losses.METHODS) + " or a comma-separated fusion of them")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"--kernel={config.kernel}: a method appears twice")
+    weights = _floats(config.kernel_weights, "kernel_weights") if _csv(config.kernel_weights) else [1.0] * len(methods)
+    if len(weights) != len(methods):
+        raise ConfigError(f"--kernel_weights={config.kernel_weights}: {len(weights)} weight(s) for "
+                          f"{len(methods)} method(s) in --kernel={config.kernel}")
+    return [losses.StyleTerm(m, w, method_params(m, config)) for m, w in zip(methods, weights, strict=True)]
+
+
+def method_params(method: str, config: Any) -> dict[str, Any]:
+    """Keyword parameters of :func:`nst_jax.losses.style_loss` for ``method``."""
+    if method == "poly":
+        return {"c": float(config.poly_c), "d": int(config.poly_d)}
+    if method == "gaussian":
+        return {
+            "gamma": None if config.gaussian_gamma is None else float(config.gaussian_gamma),
+            "estimator": config.gaussian_estimator,
+            "block_size": int(config.block_size),
+            "num_features": int(config.rff_features),
+        }
+    return {}
+
+
+def check_config(config: Any) -> None:
+    """Raises :class:`ConfigError` for values no run can use."""
+    def positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+        if value is None or not isinstance(value, int) or value < (0 if allow_zero else 1):
+            raise ConfigError(f"--{name}={value}: must be an integer {'>= 0' if allow_zero else '>= 1'}")
+
+    def finite(name: str, value: float, low: float = 0.0) -> None:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+            raise ConfigError(f"--{name}={value}: must be a finite number >= {low:g}")
+
+    positive_int("steps", config.steps, allow_zero=True)
+    if config.size is not None:
+        positive_int("size", config.size)
+    if config.style_size is not None:
+        positive_int("style_size", config.style_size)
+    positive_int("chunk", config.chunk)
+    positive_int("save_every", config.save_every, allow_zero=True)
+    positive_int("log_every", config.log_every)
+    positive_int("block_size", config.block_size)
+    positive_int("rff_features", config.rff_features)
+    for name in ("content_weight", "style_weight", "tv_weight", "poly_c"):
+        finite(name, config[name])
+    finite("lr", config.lr)
+    if config.lr <= 0:
+        raise ConfigError(f"--lr={config.lr}: must be > 0")
+    finite("style_scale", config.style_scale)
+    if config.style_scale <= 0:
+        raise ConfigError(f"--style_scale={config.style_scale}: must be > 0")
+    if config.gaussian_gamma is not None:
+        finite("gaussian_gamma", config.gaussian_gamma)
+    if config.optimizer not in optimizers.OPTIMIZERS:
+        raise ConfigError(f"--optimizer={config.optimizer}: expected one of {', '.join(optimizers.OPTIMIZERS)}")
+    if config.balance not in BALANCES:
+        raise ConfigError(f"--balance={config.balance}: expected one of {', '.join(BALANCES)}")
+    if config.style_resize not in STYLE_RESIZES:
+        raise ConfigError(f"--style_resize={config.style_resize}: expected one of {', '.join(STYLE_RESIZES)}")
+    if config.pooling not in vgg.POOLINGS:
+        raise ConfigError(f"--pooling={config.pooling}: expected max or avg")
+    if config.gaussian_estimator not in losses.ESTIMATORS:
+        raise ConfigError(f"--gaussian_estimator={config.gaussian_estimator}: expected one of "
+                          f"{', '.join(losses.ESTIMATORS)}")
+    if not isinstance(config.poly_d, int) or config.poly_d < 1:
+        raise ConfigError(f"--poly_d={config.poly_d}: must be an integer >= 1")
+    for field in ("content_layers", "style_layers"):
+        names = _csv(config[field])
+        try:
+            vgg.check_layers(names)
+        except ValueError as e:
+            raise ConfigError(f"--{field}={config[field]}: {e}") from None
+    layer_weights = _floats(config.layer_weights, "layer_weights")
+    if len(layer_weights) != len(_csv(config.style_layers)):
+        raise ConfigError(f"--layer_weights={config.layer_weights}: {len(layer_weights)} weight(s) for "
+                          f"{len(_csv(config.style_layers))} style layer(s)")
+    parse_terms(config)
+
+
+def default_size(config: Any) -> tuple[int, str | None]:
+    """The content's long edge, and a note to print when it was chosen for a CPU-only machine."""
+    if config.size is not None:
+        return int(config.size), None
+    if jax.default_backend() == "cpu":
+        return CPU_DEFAULT_SIZE, (f"no accelerator found: using --size={CPU_DEFAULT_SIZE} "
+                                  f"(pass --size to choose; {ACCELERATOR_DEFAULT_SIZE} on a GPU or TPU)")
+    return ACCELERATOR_DEFAULT_SIZE, None
+
+
+def style_shape(content_hw: tuple[int, int], style_hw: tuple[int, int], config: Any) -> tuple[int, int]:
+    """(H, W) the style image is resized to (see ``style_resize``, ``style_size``, ``style_scale``)."""
+    if config.style_resize == "match_content":
+        return content_hw
+    long_edge = config.style_size if config.style_size is not None else max(content_hw)
+    return image.resized_shape(style_hw, max(1, round(long_edge * config.style_scale)))
+
+
+def min_side(layers: list[str]) -> int:
+    """Smallest image side for which every layer has at least one position."""
+    return 2 ** max(vgg.downsampling(name) for name in layers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pure parts: targets, energy, one optimisation step, a chunk of steps.
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Static description of a run: it parametrises the compiled functions (closed over, not traced)."""
+
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    layer_weights: tuple[float, ...]
+    terms: tuple[losses.StyleTerm, ...]
+    pooling: str
+    content_weight: float
+    tv_weight: float
+    optimizer: str
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.content_layers) | set(self.style_layers), key=vgg.LAYERS.index))
+
+
+def features(problem: Problem, params: Any, x: jax.Array) -> dict[str, jax.Array]:
+    """(H, W, 3) preprocessed image -> {layer: (h, w, C)} at the problem's layers."""
+    return {k: v[0] for k, v in vgg.extract(params, x[None], problem.layers, problem.pooling).items()}
+
+
+def targets(problem: Problem, params: Any, content: jax.Array, style: jax.Array) -> dict[str, Any]:
+    """Content features and per-term style statistics, computed once per run."""
+    content_feats = vgg.extract(params, content[None], problem.content_layers, problem.pooling)
+    style_feats = vgg.extract(params, style[None], problem.style_layers, problem.pooling)
+    style_samples = {name: losses.to_samples(style_feats[name][0]) for name in problem.style_layers}
+    return {
+        "content": {name: content_feats[name][0] for name in problem.content_layers},
+        "style": losses.fused_style_targets(style_samples, problem.terms),
+    }
+
+
+def energy(
+    problem: Problem,
+    params: Any,
+    tgt: Mapping[str, Any],
+    scales: Mapping[str, Any],
+    x: jax.Array,
+    key: jax.Array,
+    include_tv: bool = True,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The total energy at image ``x`` and its terms.
+
+    Args:
+      scales: ``{"content": scalar, "style": {(term_index, layer): scalar}}`` multipliers.
+    Returns:
+      (total, {"content", "style", "tv", "style:<method>" ...}), scalars.
+    """
+    feats = features(problem, params, x)
+    content = sum(losses.content_loss(feats[name], tgt["content"][name]) for name in problem.content_layers)
+    content = scales["content"] * content
+    samples = {name: losses.to_samples(feats[name]) for name in problem.style_layers}
+    style, per_term = losses.fused_style_loss(
+        samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
+        key=key, scales=scales["style"],
+    )
+    tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
+    terms = {"content": content, "style": style, "tv": tv}
+    if len(problem.terms) > 1:
+        terms.update({f"style:{t.method}": per_term[t.method] for t in problem.terms})
+    return content + style + tv, terms
+
+
+def paper_scales(problem: Problem, params: Any, x: jax.Array) -> dict[tuple[int, str], float]:
+    """The official code's per-layer constants c_t(M_l, N_l) at the generated image's layer shapes."""
+    shapes = jax.eval_shape(lambda y: features(problem, params, y), x)
+    out = {}
+    for name in problem.style_layers:
+        h, w, n = shapes[name].shape
+        for i, term in enumerate(problem.terms):
+            out[(i, name)] = float(losses.paper_scale(term.method, h * w, n, **term.params))
+    return out
+
+
+def balance_factors(
+    problem: Problem,
+    params: Any,
+    tgt: Mapping[str, Any],
+    base: Mapping[tuple[int, str], float],
+    x_ref: jax.Array,
+    key: jax.Array,
+) -> list[float]:
+    """Per-term factor b_t making each method's style-gradient norm equal the content-gradient norm at x_ref."""
+
+    def content_only(x):
+        feats = features(problem, params, x)
+        return sum(losses.content_loss(feats[n], tgt["content"][n]) for n in problem.content_layers)
+
+    g_content = jnp.sqrt(jnp.sum(jax.jit(jax.grad(content_only))(x_ref) ** 2))
+    factors = []
+    for i, term in enumerate(problem.terms):
+        single = dataclasses.replace(problem, terms=(term._replace(weight=1.0),))
+        sub_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
+        sub_scales = {"content": 0.0, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}
+
+        def style_only(x, single=single, sub_tgt=sub_tgt, sub_scales=sub_scales):
+            return energy(single, params, sub_tgt, sub_scales, x, key, include_tv=False)[0]
+
+        g_style = jnp.sqrt(jnp.sum(jax.jit(jax.grad(style_only))(x_ref) ** 2))
+        factors.append(float(g_content / jnp.maximum(g_style, 1e-30)))
+    return factors
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """Optimiser constants that are compiled in (hashable)."""
+
+    steps: int
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+    clip_per_pixel: float = 0.0
+    sgd_tv_weight: float = 0.0
+    stop_tol: float = 0.0
+
+
+def make_chunk(problem: Problem, opt: optax.GradientTransformation, settings: StepSettings, length: int
+               ) -> Callable[..., Any]:
+    """A function running ``length`` steps from ``carry``; steps at or past ``settings.steps`` (or after an
+    early stop) leave the carry unchanged and report NaN losses. Pure; jit it at the call site.
+
+    ``carry = (x, opt_state, step, stopped)``; returns ``(carry, {term: (length,)})``.
+    """
+    low = jnp.asarray(settings.low, jnp.float32)
+    high = jnp.asarray(settings.high, jnp.float32)
+
+    def chunk(carry, params, tgt, scales, base_key):
+        def loss_fn(x, key):
+            return energy(problem, params, tgt, scales, x, key, include_tv=problem.optimizer != "sgd_paper")
+
+        def do_step(carry):
+            x, opt_state, step, stopped = carry
+            key = jax.random.fold_in(base_key, step)
+            (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, key)
+            if problem.optimizer == "lbfgs":
+                updates, opt_state = opt.update(
+                    grad, opt_state, x, value=value, grad=grad, value_fn=lambda y: loss_fn(y, key)[0]
+                )
+            else:
+                if problem.optimizer == "sgd_paper":
+                    grad = optimizers.paper_gradient(grad, x, settings.clip_per_pixel, settings.sgd_tv_weight)
+                updates, opt_state = opt.update(grad, opt_state, x)
+            new_x = jnp.clip(optax.apply_updates(x, updates), low, high)
+            if settings.stop_tol > 0:
+                change = jnp.sqrt(jnp.sum((new_x - x) ** 2)) / jnp.maximum(jnp.sqrt(jnp.sum(new_x**2)), 1e-30)
+                stopped = change < settings.stop_tol
+            terms = {"total": value, **terms}
+            return (new_x, opt_state, step + 1, stopped), terms
+
+        def skip(carry):
+            nan = jnp.full((), jnp.nan, jnp.float32)
+            return carry, {"total": nan, **{k: nan for k in term_names(problem)}}
+
+        def body(carry, _):
+            active = (carry[2] < settings.steps) & ~carry[3]
+            return jax.lax.cond(active, do_step, skip, carry)
+
+        return jax.lax.scan(body, carry, None, length=length)
+
+    return chunk
+
+
+def term_names(problem: Problem) -> list[str]:
+    names = ["content", "style", "tv"]
+    if len(problem.terms) > 1:
+        names += [f"style:{t.method}" for t in problem.terms]
+    return names
