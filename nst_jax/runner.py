@@ -71,6 +71,18 @@ def device_info() -> dict[str, Any]:
             "host": platform.node()}
 
 
+def prepare_images(content: ImageLike, style: ImageLike, config: Any
+                   ) -> tuple[tuple[np.ndarray, str], tuple[np.ndarray, str]]:
+    """The content at the run's size and the style at its size (see ``style_resize``), each with a
+    description of where it came from."""
+    size = transfer.default_size(config)[0]
+    content_rgb, content_desc = _input(content, "content")
+    style_rgb, style_desc = _input(style, "style")
+    content_rgb = image.resize_long_edge(content_rgb, size)
+    style_rgb = image.resize(style_rgb, transfer.style_shape(content_rgb.shape[:2], style_rgb.shape[:2], config))
+    return (content_rgb, content_desc), (style_rgb, style_desc)
+
+
 ProgressFn = Callable[[int, int, dict[str, float], float], None]
 SnapshotFn = Callable[[int, np.ndarray], None]
 
@@ -106,11 +118,8 @@ def stylize(
     if weights is None:
         weights = weights_lib.load(weights_lib.resolve(config.weights or None, config.source))
     source = weights.source
-    size, size_note = transfer.default_size(config)
-    content_rgb, content_desc = _input(content, "content")
-    style_rgb, style_desc = _input(style, "style")
-    content_rgb = image.resize_long_edge(content_rgb, size)
-    style_rgb = image.resize(style_rgb, transfer.style_shape(content_rgb.shape[:2], style_rgb.shape[:2], config))
+    (content_rgb, content_desc), (style_rgb, style_desc) = prepare_images(content, style, config)
+    size_note = transfer.default_size(config)[1]
 
     problem = transfer.Problem(
         content_layers=tuple(transfer._csv(config.content_layers)),

@@ -1,0 +1,99 @@
+"""Every method on one content/style pair, in one sheet: ``python -m nst_jax.compare --content A --style B``.
+
+Writes into ``--output_dir``: one image and run record per method (``gram.png``, ``gram.json``, ...), the
+labelled sheet ``sheet.png`` (content, style, each result with its method, time and final losses), the loss
+curves ``losses.png`` and ``summary.json``. Fusions are written with ``+``: ``linear+gaussian``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from nst_jax import cli, image, runner, sheet, transfer
+from nst_jax import weights as weights_lib
+from nst_jax.atomic import write_json
+from nst_jax.errors import ConfigError, UserError
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+DEFAULT_METHODS = "gram,linear,poly,gaussian,bn,linear+gaussian,bn+poly"
+
+config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Base run configuration.",
+                                lock_config=True)
+flags.DEFINE_string("content", None, "Content image (default: the demo image).")
+flags.DEFINE_string("style", None, "Style image (default: the demo painting).")
+flags.DEFINE_string("output_dir", "compare", "Folder for the results, the sheet and the plot.")
+flags.DEFINE_string("methods", DEFAULT_METHODS, "Comma-separated methods; fusions joined by + (equal weights).")
+flags.DEFINE_integer("size", None, "Long edge in px.")
+flags.DEFINE_integer("steps", None, "Steps per method.")
+flags.DEFINE_string("weights", None, "VGG-19 weights file (default: the cached one).")
+flags.DEFINE_integer("seed", None, "Random seed.")
+FLAGS = flags.FLAGS
+
+
+def method_configs(base, methods: str) -> list[tuple[str, object]]:
+    """(label, config) per entry of ``methods``; fusions get equal kernel weights."""
+    out = []
+    for label in [m.strip() for m in methods.split(",") if m.strip()]:
+        parts = [p.strip() for p in label.split("+")]
+        cfg = base.copy_and_resolve_references()
+        with cfg.unlocked():
+            cfg.kernel = ",".join(parts)
+            cfg.kernel_weights = ",".join([f"{1 / len(parts):g}"] * len(parts)) if len(parts) > 1 else ""
+        transfer.parse_terms(cfg)
+        out.append((label, cfg))
+    if not out:
+        raise ConfigError("--methods is empty")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        cli.fail(f"unexpected argument(s): {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    base = FLAGS.config
+    with base.unlocked():
+        for name in ("content", "style", "size", "steps", "weights", "seed"):
+            if FLAGS[name].present:
+                base[name] = FLAGS[name].value
+    try:
+        runs = method_configs(base, FLAGS.methods)
+        for _, cfg in runs:
+            transfer.check_config(cfg)
+        out_dir = FLAGS.output_dir
+        cli.check_output(os.path.join(out_dir, "sheet.png"), [base.content, base.style])
+        weights = weights_lib.load(weights_lib.resolve(base.weights or None, base.source))
+        note = transfer.default_size(base)[1]
+        if note:
+            print(note, file=sys.stderr)
+        (content_rgb, _), (style_rgb, _) = runner.prepare_images(base.content or None, base.style or None, base)
+        tiles, curves, summary = [], {}, {"runs": {}}
+        for label, cfg in runs:
+            print(f"== {label}", file=sys.stderr, flush=True)
+            result, record = runner.stylize(base.content or None, base.style or None, cfg, weights=weights,
+                                            progress=cli.ProgressBar())
+            out = os.path.join(out_dir, label.replace("+", "_") + ".png")
+            cli.write_outputs(out, result, record)
+            final = record["final_losses"]
+            tiles.append((result, f"{label}  {record['run_s']:.1f} s\n"
+                                  f"style {final['style']:.3g} content {final['content']:.3g}"))
+            curves[label] = record["losses"]
+            summary["runs"][label] = {"output": out, "run_s": record["run_s"], "compile_s": record["compile_s"],
+                                      "final_losses": final, "balance": record["balance"]}
+        w = weights
+        footer = f"weights: {w.source} {os.path.basename(w.path)} (sha256 {w.sha256[:12]}, from {w.origin})"
+        grid = sheet.contact_sheet([(content_rgb, "content"), (style_rgb, "style"), *tiles], footer=footer)
+        image.save_image(os.path.join(out_dir, "sheet.png"), grid)
+        sheet.loss_plot(os.path.join(out_dir, "losses.png"), curves, title="energy relative to step 0")
+        summary["weights"] = {"path": w.path, "source": w.source, "sha256": w.sha256, "origin": w.origin}
+        write_json(os.path.join(out_dir, "summary.json"), summary, what="summary")
+    except UserError as e:
+        cli.fail(str(e))
+    print(f"wrote {os.path.join(out_dir, 'sheet.png')} and {os.path.join(out_dir, 'losses.png')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
