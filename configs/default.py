@@ -54,6 +54,8 @@ def get_config() -> config_dict.ConfigDict:
     c.chunk = 25  # optimisation steps per device dispatch
     c.save_every = 0  # intermediate images every N steps (0: none)
     c.log_every = 10  # loss terms in the run record every N steps
+    c.checkpoint_every = 100  # checkpoint (out.ckpt) every N steps and on Ctrl-C (0: only on Ctrl-C)
+    c.resume = False  # continue from out.ckpt
 
     # The official code's SGD (optimizer=sgd_paper).
     c.sgd = config_dict.ConfigDict()

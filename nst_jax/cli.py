@@ -6,13 +6,14 @@ Entry modules (``main.py``, ``compare.py``) define the flags; this module only u
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from typing import Any, NoReturn
 
 from absl import flags
 
-from nst_jax import image, runner
+from nst_jax import checkpoint, image, runner, transfer
 from nst_jax.atomic import write_json
 from nst_jax.errors import UserError
 
@@ -56,9 +57,9 @@ def check_output(output: str, inputs: list[str]) -> None:
         raise UserError(f"--output={output}: unsupported extension {ext or '(none)'}; use .png, .jpg or .jpeg")
     if os.path.isdir(output):
         raise UserError(f"--output={output}: is a folder; give a file name such as {os.path.join(output, 'out.png')}")
-    out_real = os.path.realpath(output)
+    written = {os.path.realpath(p) for p in (output, record_path(output), checkpoint.path_for(output))}
     for path in inputs:
-        if path and os.path.exists(path) and os.path.realpath(path) in (out_real, os.path.realpath(record_path(output))):
+        if path and os.path.exists(path) and os.path.realpath(path) in written:
             raise UserError(f"--output={output}: would overwrite the input {path}")
     folder = os.path.dirname(os.path.abspath(output))
     try:
@@ -84,7 +85,8 @@ class ProgressBar:
         eta = (steps - step) / rate if rate > 0 else float("inf")
         eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "--:--:--"
         shown = " ".join(f"{k} {v:.4g}" for k, v in terms.items() if k in ("total", "content", "style", "tv"))
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {step}/{steps} {shown} | {rate:.2f} it/s | ETA {eta_text}"
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"[{bar}] {step}/{steps} {shown} | {rate:.2f} it/s | ETA {eta_text}"
         if self.tty:
             self.stream.write("\r" + line + "\033[K")
             if step >= steps:
@@ -106,8 +108,39 @@ def write_outputs(output: str, result: Any, record: dict[str, Any]) -> None:
     write_json(record_path(output), record, what="run record")
 
 
+class StopOnInterrupt:
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM only sets a flag that the run polls between chunks
+    (it then checkpoints and stops); a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this chunk (press Ctrl-C again to abort without saving)", file=sys.stderr,
+              flush=True)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 def run_one(config: Any) -> int:
-    """Runs one style transfer from a config and writes its outputs. Returns the exit status."""
+    """Runs one style transfer from a config and writes its outputs. Returns the exit status: 0 done,
+    2 user error (message printed), 130 interrupted (checkpoint and current image written)."""
+    ckpt = checkpoint.path_for(config.output)
     try:
         check_output(config.output, [config.content, config.style, config.init, config.weights])
         bar = ProgressBar()
@@ -115,16 +148,24 @@ def run_one(config: Any) -> int:
         def snapshot(step: int, rgb: Any) -> None:
             image.save_image(snapshot_path(config.output, step), rgb)
 
-        size_note = runner.transfer.default_size(config)[1]
+        size_note = transfer.default_size(config)[1]
         if size_note:
             print(size_note, file=sys.stderr, flush=True)
-        try:
-            result, record = runner.stylize(config.content or None, config.style or None, config,
-                                            progress=bar, snapshot=snapshot)
-        except runner.NonFiniteLoss as e:
-            write_outputs(config.output, e.image, e.record)
-            raise
+        with StopOnInterrupt() as stop:
+            try:
+                result, record = runner.stylize(config.content or None, config.style or None, config,
+                                                progress=bar, snapshot=snapshot, checkpoint_path=ckpt,
+                                                should_stop=stop)
+            except runner.NonFiniteLoss as e:
+                write_outputs(config.output, e.image, e.record)
+                raise
+            except runner.Interrupted as e:
+                image.save_image(config.output, e.image)
+                print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)
+                return 130
         write_outputs(config.output, result, record)
+        if os.path.exists(ckpt):
+            os.remove(ckpt)  # the run is complete: its record replaces the checkpoint
     except UserError as e:
         fail(str(e))
     w = record["weights"]

@@ -114,7 +114,8 @@ def load_image(path: str, size: int | None = None, *, max_pixels: int = MAX_PIXE
     except Image.UnidentifiedImageError:
         raise ImageError(f"image {path}: not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"image {path}: cannot be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"image {path}: cannot be decoded ({reason})") from None
     if size is not None:
         rgb = resize_long_edge(rgb, size)
     return rgb

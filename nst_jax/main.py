@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst_jax import cli, runner
+from nst_jax import cli
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -37,11 +37,13 @@ flags.DEFINE_string("balance", None, "auto|none: equalise style and content grad
 flags.DEFINE_integer("style_size", None, "Long edge of the style image in pixels (default: the content's).")
 flags.DEFINE_float("style_scale", None, "Style image size relative to --style_size or the content.")
 flags.DEFINE_float("lr", None, "Adam learning rate.")
+flags.DEFINE_integer("checkpoint_every", None, "Write OUTPUT.ckpt every N steps (and on Ctrl-C); 0: only on Ctrl-C.")
+flags.DEFINE_bool("resume", None, "Continue an interrupted run from OUTPUT.ckpt.")
 
 FLAGS = flags.FLAGS
 OVERRIDES = ("kernel", "kernel_weights", "content", "style", "output", "size", "steps", "optimizer", "weights",
              "seed", "style_weight", "content_weight", "tv_weight", "init", "save_every", "balance",
-             "style_size", "style_scale", "lr")
+             "style_size", "style_scale", "lr", "checkpoint_every", "resume")
 
 
 def main(argv: list[str]) -> None:

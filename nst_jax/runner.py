@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import demo, image, optimizers, transfer
+from nst_jax import checkpoint, demo, image, optimizers, transfer
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ImageError, UserError
 
@@ -27,7 +27,11 @@ ImageLike = str | np.ndarray | None
 
 
 class NonFiniteLoss(UserError):
-    """The energy became NaN or infinite; the last finite image is kept."""
+    """The energy became NaN or infinite; ``.image`` holds the last finite image, ``.record`` the record."""
+
+
+class Interrupted(Exception):
+    """``should_stop`` asked to stop; a checkpoint was written. ``.image`` and ``.record`` as above."""
 
 
 def _input(value: ImageLike, which: str) -> tuple[np.ndarray, str]:
@@ -95,6 +99,8 @@ def stylize(
     weights: weights_lib.Weights | None = None,
     progress: ProgressFn | None = None,
     snapshot: SnapshotFn | None = None,
+    checkpoint_path: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stylises ``content`` with ``style``.
 
@@ -105,6 +111,9 @@ def stylize(
       weights: loaded VGG-19 weights; default: ``config.weights`` or the cached file.
       progress: called between chunks with (step, steps, latest loss terms, iterations per second).
       snapshot: called with (step, RGB image) every ``config.save_every`` steps.
+      checkpoint_path: where to write a checkpoint every ``config.checkpoint_every`` steps and on
+        interruption (and read it from with ``config.resume``); ``None``: no checkpoints.
+      should_stop: polled between chunks; when it returns True the run checkpoints and raises Interrupted.
 
     Returns:
       (the result, (H, W, 3) float32 RGB in [0, 1]; the run record, a JSON-serialisable dict).
@@ -144,10 +153,27 @@ def stylize(
     s = image.preprocess(jnp.asarray(style_rgb), source)
     x0 = _init_image(config, content_rgb, init_key, source)
 
+    fp = checkpoint.fingerprint(config.to_dict(), weights.sha256, content_rgb.shape[:2], style_rgb.shape[:2],
+                                checkpoint.array_sha256(content_rgb), checkpoint.array_sha256(style_rgb))
+    opt = optimizers.make(config.optimizer, config)
+    # Copies: an optimiser state may alias x0 (L-BFGS keeps the last iterate), and the carry is donated.
+    carry = (x0, jax.tree.map(jnp.copy, opt.init(x0)), jnp.int32(0), jnp.bool_(False))
+    names = ["total", *transfer.term_names(problem)]
+    history: dict[str, list[float]] = {"step": [], **{n: [] for n in names}}
+    resumed_from = None
+    factors = None
+    if checkpoint_path and config.resume:
+        carry, key_data, factors, history = checkpoint.load(checkpoint_path, template_carry=carry, fingerprint=fp)
+        carry = jax.tree.map(jnp.asarray, carry)
+        loop_key = jax.random.wrap_key_data(jnp.asarray(key_data))
+        resumed_from = int(carry[2])
+
     t0 = time.time()
     tgt = jax.jit(functools.partial(transfer.targets, problem))(params, c, s)
     base = transfer.paper_scales(problem, params, x0)
-    if config.balance == "auto":
+    if factors is not None:
+        pass  # from the checkpoint: the resumed run continues with exactly the same energy
+    elif config.balance == "auto":
         x_ref = image.preprocess(jax.random.uniform(ref_key, content_rgb.shape, jnp.float32), source)
         factors = transfer.balance_factors(problem, params, tgt, base, x_ref, balance_key)
     else:
@@ -164,28 +190,25 @@ def stylize(
         clip_per_pixel=float(config.sgd.clip_per_pixel), sgd_tv_weight=float(config.sgd.tv_weight),
         stop_tol=float(config.sgd.stop_tol) if config.optimizer == "sgd_paper" else 0.0,
     )
-    opt = optimizers.make(config.optimizer, config)
+    # Chunk boundaries fall on every snapshot and checkpoint step, so a resumed run replays the same chunks.
     length = int(config.chunk)
-    if config.save_every:
-        length = math.gcd(length, int(config.save_every))
+    for every in (config.save_every, config.checkpoint_every if checkpoint_path else 0):
+        if every:
+            length = math.gcd(length, int(every))
     length = max(1, min(length, max(int(config.steps), 1)))
     chunk_fn = jax.jit(transfer.make_chunk(problem, opt, settings, length), donate_argnums=0)
-    # Copies: an optimiser state may alias x0 (L-BFGS keeps the last iterate), and the carry is donated.
-    carry = (x0, jax.tree.map(jnp.copy, opt.init(x0)), jnp.int32(0), jnp.bool_(False))
 
     t0 = time.time()
     compiled = chunk_fn.lower(carry, params, tgt, scales, loop_key).compile()
     compile_s = time.time() - t0
 
-    history: dict[str, list[float]] = {"step": []}
-    names = ["total", *transfer.term_names(problem)]
-    for n in names:
-        history[n] = []
-    last_finite = np.asarray(x0)
-    step = 0
+    step = int(carry[2])
+    last_finite = np.asarray(carry[0])
     run_t0 = time.time()
+    start_step = step
     nonfinite = None
-    while step < config.steps:
+    interrupted = False
+    while step < config.steps and not bool(carry[3]):
         carry, terms = compiled(carry, params, tgt, scales, loop_key)
         terms = jax.device_get(terms)
         x_host = np.asarray(carry[0])
@@ -206,20 +229,26 @@ def stylize(
             nonfinite = (new_step, {})
             break
         last_finite = x_host
-        stopped = bool(carry[3]) or new_step == step
         step = new_step
         elapsed = time.time() - run_t0
         if progress is not None:
             latest = {n: history[n][-1] for n in names} if history["step"] else {}
-            progress(step, int(config.steps), latest, step / max(elapsed, 1e-9))
+            progress(step, int(config.steps), latest, (step - start_step) / max(elapsed, 1e-9))
         if snapshot is not None and config.save_every and step % config.save_every == 0 and step < config.steps:
             snapshot(step, _to_rgb(last_finite, source))
-        if stopped:
+        stop_now = should_stop is not None and should_stop()
+        if checkpoint_path and step < config.steps and not bool(carry[3]) and (
+            stop_now or (config.checkpoint_every and step % config.checkpoint_every == 0)
+        ):
+            checkpoint.save(checkpoint_path, carry=carry, key=loop_key, fingerprint=fp, factors=factors,
+                            history=history)
+        if stop_now:
+            interrupted = step < config.steps and not bool(carry[3])
             break
     run_s = time.time() - run_t0
 
     final_terms = None
-    if nonfinite is None:
+    if nonfinite is None and not interrupted:
         value, final = jax.jit(functools.partial(transfer.energy, problem))(
             params, tgt, scales, jnp.asarray(last_finite), jax.random.fold_in(loop_key, step)
         )
@@ -241,7 +270,8 @@ def stylize(
                     "factors": {t.method: f for t, f in zip(problem.terms, factors, strict=True)}},
         "paper_scales": {f"{problem.terms[i].method}/{layer}": v for (i, layer), v in base.items()},
         "steps_run": step,
-        "stopped_early": step < config.steps and nonfinite is None,
+        "resumed_from": resumed_from,
+        "stopped_early": step < config.steps and nonfinite is None and not interrupted,
         "setup_s": setup_s,
         "compile_s": compile_s,
         "run_s": run_s,
@@ -250,6 +280,10 @@ def stylize(
         "losses": history,
         "final_losses": final_terms,
     }
+    if interrupted:
+        err = Interrupted(f"interrupted at step {step}; checkpoint {checkpoint_path}; continue with --resume")
+        err.image, err.record = result, record
+        raise err
     if nonfinite is not None:
         t, row = nonfinite
         record["nonfinite"] = {"step": t, "terms": row}

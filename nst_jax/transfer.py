@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from nst_jax import image, losses, optimizers, vgg
-from nst_jax import weights as weights_lib
 from nst_jax.errors import ConfigError
 
 BALANCES = ("auto", "none")
@@ -112,6 +109,7 @@ def check_config(config: Any) -> None:
     positive_int("chunk", config.chunk)
     positive_int("save_every", config.save_every, allow_zero=True)
     positive_int("log_every", config.log_every)
+    positive_int("checkpoint_every", config.checkpoint_every, allow_zero=True)
     positive_int("block_size", config.block_size)
     positive_int("rff_features", config.rff_features)
     for name in ("content_weight", "style_weight", "tv_weight", "poly_c"):
