@@ -9,6 +9,7 @@ Reference: Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Sca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -112,6 +113,7 @@ class VGG19(nn.Module):
         return out
 
 
+@functools.cache
 def param_shapes() -> Mapping[str, Any]:
     """The parameter tree of a full VGG-19 as ``jax.ShapeDtypeStruct`` leaves, without allocating it."""
     model = VGG19(layers=("relu5_4",))
