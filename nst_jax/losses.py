@@ -218,7 +218,7 @@ def _rff_mean(z: jax.Array, w: jax.Array, block_size: int) -> jax.Array:
         sums = block_sum((blocks[0], starts[0]))
     else:
         sums = jnp.sum(lax.map(block_sum, (blocks, starts)), axis=0)
-    return sums / (m * jnp.sqrt(d))
+    return sums / (float(m) * d**0.5)
 
 
 def _mmd2_rff(
@@ -240,7 +240,8 @@ def _self_mean(
     """mean of k(z_i, z_j) over all pairs (V) or over i != j (U)."""
     m = z.shape[0]
     total = kernels.pairwise_sum(k, z, z, block_size, unbiased, **params)
-    return total / (m * (m - 1) if unbiased else m * m)
+    # Python floats: M^2 overflows int32 from M = 46341 on (relu1_1 of a 256 px image has M = 65536).
+    return total / float(m * (m - 1) if unbiased else m * m)
 
 
 def mmd2_pairwise(
@@ -273,7 +274,7 @@ def mmd2_pairwise(
     if unbiased and min(x.shape[0], y.shape[0]) < 2:
         raise ValueError("the unbiased estimator needs at least 2 rows on each side")
     k = kernels.get(kernel)
-    kxy = kernels.pairwise_sum(k, x, y, block_size, **kernel_params) / (x.shape[0] * y.shape[0])
+    kxy = kernels.pairwise_sum(k, x, y, block_size, **kernel_params) / float(x.shape[0] * y.shape[0])
     return (
         _self_mean(k, x, unbiased, block_size, kernel_params)
         + _self_mean(k, y, unbiased, block_size, kernel_params)
@@ -296,7 +297,7 @@ def _poly2_self(x: jax.Array, g: jax.Array, mu: jax.Array, c: float) -> jax.Arra
 
 def _linear_self(ss: jax.Array, m: int) -> jax.Array:
     """(V - D) / (M - 1) for the linear kernel: (||mu||^2 - mean ||x_i||^2) / (M - 1) = -ss / (M (M - 1))."""
-    return -ss / (m * (m - 1))
+    return -ss / float(m * (m - 1))
 
 
 def mmd2(
@@ -614,7 +615,7 @@ def style_loss(
         kyy = target["kyy"]
     else:
         kyy = _self_mean(k, y, unbiased, p["block_size"], kparams)
-    kxy = kernels.pairwise_sum(k, x, y, p["block_size"], **kparams) / (x.shape[0] * y.shape[0])
+    kxy = kernels.pairwise_sum(k, x, y, p["block_size"], **kparams) / float(x.shape[0] * y.shape[0])
     return _self_mean(k, x, unbiased, p["block_size"], kparams) + kyy - 2.0 * kxy
 
 

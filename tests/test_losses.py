@@ -266,6 +266,14 @@ class TestMMD:
         rng = np.random.default_rng(5)
         np.testing.assert_allclose(f(X[rng.permutation(13)], Y[rng.permutation(9)]), f(X, Y), rtol=RTOL)
 
+    @pytest.mark.parametrize("estimator", ["full", "unbiased"])
+    def test_traces_at_relu1_1_of_256px(self, estimator):
+        # M^2 = 2^32 pairs: the normalisations must not be formed as int32 (traced only, nothing is computed).
+        x = jax.ShapeDtypeStruct((256 * 256, 64), jnp.float32)
+        out = jax.eval_shape(lambda x: (losses.mmd2(x, x, kernel="gaussian", estimator=estimator),
+                                        losses.mmd2(x, x, kernel="linear", estimator=estimator)), x)
+        assert out[0].shape == () and out[1].dtype == jnp.float32
+
     def test_errors(self):
         with pytest.raises(ValueError, match="channel counts differ"):
             losses.mmd2(X, Y[:, :3], kernel="linear")
