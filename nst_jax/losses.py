@@ -620,7 +620,7 @@ def style_loss(
 
 
 def paper_scale(method: str, m: int, n: int, **params: Any) -> float:
-    """The official code's per-layer factor: its style energy = s * paper_scale * style_loss (s: style weight)
+    """The official code's per-layer factor: energy = s * paper_scale * style_loss (s: the style weight).
 
     Derivation. The official code (lyttonhao/Neural-Style-MMD) never forms its energies; each layer's custom
     op back-propagates grad_scale * d, and d is half the gradient of the quantity below (e.g. the Gaussian
@@ -637,6 +637,11 @@ def paper_scale(method: str, m: int, n: int, **params: Any) -> float:
         scale = 3e14 K / (2 N M) (= 3e14 / (4N) for even M). Applied as is to the other estimators, which
         estimate the same MMD^2.
       * bn: s * 1e3 * (M N / N) * (1/2) * (1/N) sum_c [...] = s * 1e3 * M / 2 * bn_loss, so scale = 500 M.
+    Caveat: the official linear and poly ops do not back-propagate exactly these energies' gradients. The linear
+    op's d gives row i the value sum_c (x_ic - y_ic) in every channel (positions of the two images paired), the
+    gradient of ||F 1 - S 1||^2 / 2 rather than of ||sum F - sum S||^2 / 2; the poly op's d is
+    F F^T (F - S) + c (F - S) rather than F (F^T F - S^T S) + c 1 1^T (F - S). The factors above are for the
+    energies the ops were meant to apply (PAPER_SPEC), which are what this module computes.
     The official code forces the style image to the content's size (M' = M), and its factors were tuned for
     Caffe VGG features on the 0-255 scale.
 
