@@ -40,7 +40,7 @@ def _input(value: ImageLike, which: str) -> tuple[np.ndarray, str]:
         drawn = demo.content_image(1024) if which == "content" else demo.style_image(1024)
         return drawn, f"demo {which} image (nst_jax.demo)"
     if isinstance(value, str):
-        return image.load_image(value), value
+        return image.load_image(value, min_side=image.MIN_INPUT_SIDE), value
     arr = np.asarray(value, np.float32)
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise ImageError(f"{which} array: expected (H, W, 3) RGB, got shape {arr.shape}")
@@ -53,7 +53,7 @@ def _init_image(config: Any, content: np.ndarray, key: jax.Array, source: str) -
         return image.preprocess(jnp.asarray(content), source)
     if init == "noise":
         return image.preprocess(jax.random.uniform(key, content.shape, jnp.float32), source)
-    rgb = image.resize(image.load_image(init), content.shape[:2])
+    rgb = image.resize(image.load_image(init, min_side=image.MIN_INPUT_SIDE), content.shape[:2])
     return image.preprocess(jnp.asarray(rgb), source)
 
 
@@ -141,9 +141,9 @@ def stylize(
         optimizer=config.optimizer,
     )
     need = transfer.min_side(list(problem.layers))
-    for what, rgb in (("content", content_rgb), ("style", style_rgb)):
+    for what, rgb, desc in (("content", content_rgb, content_desc), ("style", style_rgb, style_desc)):
         if min(rgb.shape[:2]) < need:
-            raise ImageError(f"{what} image is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
+            raise ImageError(f"{what} image ({desc}) is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
                              f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")
 
     key = jax.random.key(config.seed)
@@ -169,13 +169,15 @@ def stylize(
         resumed_from = int(carry[2])
 
     t0 = time.time()
-    tgt = jax.jit(functools.partial(transfer.targets, problem))(params, c, s)
+    tgt = _jitted("targets", problem, lambda: functools.partial(transfer.targets, problem))(params, c, s)
     base = transfer.paper_scales(problem, params, x0)
     if factors is not None:
         pass  # from the checkpoint: the resumed run continues with exactly the same energy
     elif config.balance == "auto":
         x_ref = image.preprocess(jax.random.uniform(ref_key, content_rgb.shape, jnp.float32), source)
-        factors = transfer.balance_factors(problem, params, tgt, base, x_ref, balance_key)
+        norms_fn = _jitted("norms", problem, lambda: functools.partial(transfer.gradient_norms, problem))
+        base_arrays = {k: jnp.float32(v) for k, v in base.items()}
+        factors = transfer.balance_factors(norms_fn(params, tgt, base_arrays, x_ref, balance_key))
     else:
         factors = [1.0] * len(problem.terms)
     scales = {
@@ -196,7 +198,9 @@ def stylize(
         if every:
             length = math.gcd(length, int(every))
     length = max(1, min(length, max(int(config.steps), 1)))
-    chunk_fn = jax.jit(transfer.make_chunk(problem, opt, settings, length), donate_argnums=0)
+    opt_key = (config.optimizer, config.lr, tuple(sorted(config.sgd.to_dict().items())))
+    chunk_fn = _jitted("chunk", (problem, settings, length, opt_key),
+                       lambda: transfer.make_chunk(problem, opt, settings, length), donate_argnums=0)
 
     t0 = time.time()
     compiled = chunk_fn.lower(carry, params, tgt, scales, loop_key).compile()
@@ -249,7 +253,7 @@ def stylize(
 
     final_terms = None
     if nonfinite is None and not interrupted:
-        value, final = jax.jit(functools.partial(transfer.energy, problem))(
+        value, final = _jitted("energy", problem, lambda: functools.partial(transfer.energy, problem))(
             params, tgt, scales, jnp.asarray(last_finite), jax.random.fold_in(loop_key, step)
         )
         final_terms = {"total": float(value), **{k: float(v) for k, v in final.items()}}
@@ -292,6 +296,18 @@ def stylize(
         err.image, err.record = result, record
         raise err
     return result, record
+
+
+_JITTED: dict[str, Any] = {}
+
+
+def _jitted(name: str, key: Any, build: Callable[[], Callable[..., Any]], **jit_kwargs: Any) -> Callable[..., Any]:
+    """One jitted function per (name, key, extra args), kept for the process: runs of the same problem (a
+    notebook, the comparison, tests) reuse its compilations instead of tracing a fresh closure each time."""
+    cache_key = repr((name, key, sorted(jit_kwargs.items())))
+    if cache_key not in _JITTED:
+        _JITTED[cache_key] = jax.jit(build(), **jit_kwargs)
+    return _JITTED[cache_key]
 
 
 def _to_rgb(x: np.ndarray, source: str) -> np.ndarray:

@@ -251,33 +251,49 @@ def paper_scales(problem: Problem, params: Any, x: jax.Array) -> dict[tuple[int,
     return out
 
 
-def balance_factors(
+def gradient_norms(
     problem: Problem,
     params: Any,
     tgt: Mapping[str, Any],
-    base: Mapping[tuple[int, str], float],
+    base: Mapping[tuple[int, str], Any],
     x_ref: jax.Array,
     key: jax.Array,
-) -> list[float]:
-    """Per-term factor b_t making each method's style-gradient norm equal the content-gradient norm at x_ref."""
+) -> jax.Array:
+    """L2 norms of d(content energy)/dx and of each method's d(style energy)/dx at ``x_ref``.
 
-    def content_only(x):
-        feats = features(problem, params, x)
-        return sum(losses.content_loss(feats[n], tgt["content"][n]) for n in problem.content_layers)
+    The style energy of method t is sum_l w_l c_t(M_l, N_l) L_t with unit style and kernel weights. One
+    forward pass through VGG-19 is shared; each norm costs one backward pass.
 
-    g_content = jnp.sqrt(jnp.sum(jax.jit(jax.grad(content_only))(x_ref) ** 2))
-    factors = []
-    for i, term in enumerate(problem.terms):
-        single = dataclasses.replace(problem, terms=(term._replace(weight=1.0),))
-        sub_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
-        sub_scales = {"content": 0.0, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}
+    Returns:
+      (1 + number of terms,) float32: [content, term 0, term 1, ...].
+    """
+    feats, pullback = jax.vjp(lambda x: features(problem, params, x), x_ref)
+    layer_weights = dict(zip(problem.style_layers, problem.layer_weights, strict=True))
 
-        def style_only(x, single=single, sub_tgt=sub_tgt, sub_scales=sub_scales):
-            return energy(single, params, sub_tgt, sub_scales, x, key, include_tv=False)[0]
+    def content_of(f):
+        return sum(losses.content_loss(f[n], tgt["content"][n]) for n in problem.content_layers)
 
-        g_style = jnp.sqrt(jnp.sum(jax.jit(jax.grad(style_only))(x_ref) ** 2))
-        factors.append(float(g_content / jnp.maximum(g_style, 1e-30)))
-    return factors
+    def style_of(i):
+        def fn(f):
+            samples = {n: losses.to_samples(f[n]) for n in problem.style_layers}
+            return losses.fused_style_loss(
+                samples, {n: [tgt["style"][n][i]] for n in problem.style_layers},
+                [problem.terms[i]._replace(weight=1.0)], layer_weights, key=key,
+                scales={(0, n): base[(i, n)] for n in problem.style_layers},
+            )[0]
+        return fn
+
+    norms = []
+    for fn in [content_of, *(style_of(i) for i in range(len(problem.terms)))]:
+        (g_x,) = pullback(jax.grad(fn)(feats))
+        norms.append(jnp.sqrt(jnp.sum(jnp.square(g_x))))
+    return jnp.stack(norms)
+
+
+def balance_factors(norms: Any) -> list[float]:
+    """b_t = ||grad content|| / ||grad style_t||: each method's style gradient then equals the content's."""
+    norms = [float(v) for v in norms]
+    return [norms[0] / max(g, 1e-30) for g in norms[1:]]
 
 
 @dataclasses.dataclass(frozen=True)
