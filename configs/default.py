@@ -22,6 +22,9 @@ def get_config() -> config_dict.ConfigDict:
     c.style_size = config_dict.placeholder(int)  # long edge of the style image; None: content's long edge
     c.style_scale = 1.0  # style long edge = style_scale * (style_size or content long edge)
     c.style_resize = "keep_aspect"  # or "match_content": stretched to the content's H x W (official code)
+    c.style_blend = ""  # several styles (--style=a.jpg,b.jpg): mixture weights, e.g. "0.3,0.7"; empty: equal
+    c.preserve_colors = "none"  # "luminance" (content's chroma kept) or "histogram" (style recoloured)
+    c.scales = 1  # coarse to fine: this many sizes, each twice the last, ending at `size`
 
     # Network.
     c.weights = ""  # a file from `python -m weights_converter`; empty: the cached torchvision file
@@ -30,6 +33,8 @@ def get_config() -> config_dict.ConfigDict:
     c.content_layers = "relu4_2"
     c.style_layers = STYLE_LAYERS
     c.layer_weights = "1,1,1,1,1"
+    c.remat = False  # rematerialise VGG blocks in the backward pass: less activation memory, about 1.3x compute
+    c.dtype = "float32"  # VGG compute dtype, "float32" or "bfloat16" (parameters and losses stay float32)
 
     # Losses. `kernel`: one method, or a fusion "linear,gaussian" weighted by `kernel_weights`.
     c.kernel = "gram"

@@ -33,7 +33,7 @@ def path_for(output: str) -> str:
 
 
 def fingerprint(config_dict: dict[str, Any], weights_sha256: str, content_hw: tuple[int, int],
-                style_hw: tuple[int, int], content_sha: str, style_sha: str) -> str:
+                style_hw: list[tuple[int, int]], content_sha: str, style_sha: list[str]) -> str:
     """sha256 over what determines the result of a run (inputs by content hash, not by path)."""
     fixed = {k: v for k, v in config_dict.items() if k not in FREE_FIELDS}
     blob = json.dumps({"config": fixed, "weights": weights_sha256, "content": [list(content_hw), content_sha],
@@ -46,17 +46,36 @@ def array_sha256(arr: np.ndarray) -> str:
 
 
 def save(path: str, *, carry: Any, key: jax.Array, fingerprint: str, factors: list[float],
-         history: dict[str, list[float]]) -> None:
-    """Writes the checkpoint atomically. ``carry`` = (x, opt_state, step, stopped)."""
+         history: dict[str, list[float]], scale: int = 0) -> None:
+    """Writes the checkpoint atomically. ``carry`` = (x, opt_state, step, stopped); ``scale``: which size of
+    a coarse-to-fine run it belongs to."""
     x, opt_state, step, stopped = jax.device_get(carry)
     state = {
         "format": FORMAT, "version": VERSION, "fingerprint": fingerprint,
         "x": np.asarray(x), "opt_state": serialization.to_state_dict(opt_state),
         "step": int(step), "stopped": bool(stopped),
         "key": np.asarray(jax.random.key_data(key)), "factors": list(map(float, factors)),
-        "history": json.dumps(history),
+        "history": json.dumps(history), "scale": int(scale),
     }
     write_bytes(path, serialization.msgpack_serialize(state), what="checkpoint")
+
+
+def _read(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise UserError(f"--resume: no checkpoint {path} (run without --resume to start afresh)")
+    try:
+        with open(path, "rb") as f:
+            state = serialization.msgpack_restore(f.read())
+        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
+            raise ValueError("not a checkpoint")
+    except Exception as e:  # corrupt msgpack raises several types
+        raise UserError(f"checkpoint {path}: unreadable ({type(e).__name__}); delete it to start afresh") from None
+    return state
+
+
+def scale_of(path: str) -> int:
+    """Which scale of a coarse-to-fine run the checkpoint at ``path`` belongs to (0 for single-scale runs)."""
+    return int(_read(path).get("scale", 0))
 
 
 def load(path: str, *, template_carry: Any, fingerprint: str) -> tuple[Any, np.ndarray, list[float],
@@ -68,15 +87,7 @@ def load(path: str, *, template_carry: Any, fingerprint: str) -> tuple[Any, np.n
     Raises:
       UserError: missing, corrupt, or written by a different run.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"--resume: no checkpoint {path} (run without --resume to start afresh)")
-    try:
-        with open(path, "rb") as f:
-            state = serialization.msgpack_restore(f.read())
-        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
-            raise ValueError("not a checkpoint")
-    except Exception as e:  # corrupt msgpack raises several types
-        raise UserError(f"checkpoint {path}: unreadable ({type(e).__name__}); delete it to start afresh") from None
+    state = _read(path)
     if state["fingerprint"] != fingerprint:
         raise UserError(f"checkpoint {path}: written by a run with other settings, weights or inputs; "
                         "delete it or run without --resume")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import time
 from typing import Any, NoReturn
 
@@ -62,12 +63,19 @@ def check_output(output: str, inputs: list[str]) -> None:
         if path and os.path.exists(path) and os.path.realpath(path) in written:
             raise UserError(f"--output={output}: would overwrite the input {path}")
     folder = os.path.dirname(os.path.abspath(output))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--output={output}: {folder} is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise UserError(f"--output={output}: cannot create folder {folder} ({e.strerror or e})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"--output={output}: folder {folder} is not writable")
+    # A trial file rather than os.access, which says yes to root in a read-only folder and to anyone on /proc.
+    try:
+        fd, trial = tempfile.mkstemp(prefix=".nst_jax-write-test.", dir=folder)
+        os.close(fd)
+        os.remove(trial)
+    except OSError as e:
+        raise UserError(f"--output={output}: folder {folder} is not writable ({e.strerror or e})") from None
 
 
 class ProgressBar:
@@ -142,7 +150,8 @@ def run_one(config: Any) -> int:
     2 user error (message printed), 130 interrupted (checkpoint and current image written)."""
     ckpt = checkpoint.path_for(config.output)
     try:
-        check_output(config.output, [config.content, config.style, config.init, config.weights])
+        check_output(config.output, [config.content, *runner.style_inputs(config.style), config.init,
+                                     config.weights])
         bar = ProgressBar()
 
         def snapshot(step: int, rgb: Any) -> None:
@@ -158,7 +167,7 @@ def run_one(config: Any) -> int:
                                                 should_stop=stop)
             except runner.NonFiniteLoss as e:
                 write_outputs(config.output, e.image, e.record)
-                raise
+                raise UserError(f"{e}; it is in {config.output}, the record in {record_path(config.output)}") from None
             except runner.Interrupted as e:
                 image.save_image(config.output, e.image)
                 print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)

@@ -64,12 +64,12 @@ def main(argv: list[str]) -> None:
         for _, cfg in runs:
             transfer.check_config(cfg)
         out_dir = FLAGS.output_dir
-        cli.check_output(os.path.join(out_dir, "sheet.png"), [base.content, base.style])
+        cli.check_output(os.path.join(out_dir, "sheet.png"), [base.content, *runner.style_inputs(base.style)])
         weights = weights_lib.load(weights_lib.resolve(base.weights or None, base.source))
         note = transfer.default_size(base)[1]
         if note:
             print(note, file=sys.stderr)
-        (content_rgb, _), (style_rgb, _) = runner.prepare_images(base.content or None, base.style or None, base)
+        (content_rgb, _), styles = runner.prepare_images(base.content or None, base.style or None, base)
         tiles, curves, summary = [], {}, {"runs": {}}
         for label, cfg in runs:
             print(f"== {label}", file=sys.stderr, flush=True)
@@ -85,7 +85,8 @@ def main(argv: list[str]) -> None:
                                       "final_losses": final, "balance": record["balance"]}
         w = weights
         footer = f"weights: {w.source} {os.path.basename(w.path)} (sha256 {w.sha256[:12]}, from {w.origin})"
-        grid = sheet.contact_sheet([(content_rgb, "content"), (style_rgb, "style"), *tiles], footer=footer)
+        style_tiles = [(rgb, "style" if len(styles) == 1 else f"style {i + 1}") for i, (rgb, _) in enumerate(styles)]
+        grid = sheet.contact_sheet([(content_rgb, "content"), *style_tiles, *tiles], footer=footer)
         image.save_image(os.path.join(out_dir, "sheet.png"), grid)
         sheet.loss_plot(os.path.join(out_dir, "losses.png"), curves, title="energy relative to step 0")
         summary["weights"] = {"path": w.path, "source": w.source, "sha256": w.sha256, "origin": w.origin}

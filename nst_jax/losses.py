@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from nst_jax import kernels
@@ -745,3 +746,72 @@ def fused_style_loss(
             per_term[names[ti]] = per_term[names[ti]] + factor * value
     total = sum(per_term.values(), jnp.zeros(()))
     return total, per_term
+
+
+def mixture_samples(ys: Sequence[jax.Array], weights: Sequence[float]) -> jax.Array:
+    """Pooled samples of the mixture sum_k w_k P_k of several styles' empirical distributions.
+
+    Style k contributes n_k = round(w_k * s) of its rows, evenly spaced, with s = min over w_k > 0 of
+    M_k / w_k (so no style needs more rows than it has); the pooled rows then weigh each style by w_k.
+    With one non-zero weight the pool is exactly that style's samples.
+
+    Args:
+      ys: (M_k, N) samples per style.
+      weights: non-negative, not all zero (normalised here).
+    Returns:
+      (sum_k n_k, N).
+    """
+    w = _mixture_weights(ys, weights)
+    s = min(y.shape[0] / wk for y, wk in zip(ys, w, strict=True) if wk > 0)
+    parts = []
+    for y, wk in zip(ys, w, strict=True):
+        n = min(y.shape[0], int(round(wk * s)))
+        if n > 0:
+            parts.append(y[(np.arange(n) * y.shape[0]) // n])
+    return jnp.concatenate(parts, axis=0)
+
+
+def _mixture_weights(ys: Sequence[jax.Array], weights: Sequence[float]) -> list[float]:
+    if len(ys) != len(weights) or not ys:
+        raise ValueError(f"{len(ys)} style(s) but {len(weights)} blend weight(s)")
+    for y in ys:
+        _check_samples(y, ys[0])
+    w = [float(v) for v in weights]
+    if any(not np.isfinite(v) or v < 0 for v in w) or sum(w) <= 0:
+        raise ValueError(f"blend weights must be non-negative, finite and not all zero, got {weights}")
+    return [v / sum(w) for v in w]
+
+
+def mixture_style_target(
+    method: str, ys: Sequence[jax.Array], weights: Sequence[float], **params: Any
+) -> dict[str, jax.Array]:
+    """:func:`style_target` of the mixture sum_k w_k P_k of several styles' feature distributions.
+
+    The paper's view of a style is the distribution of its feature samples, so a blend of styles is a mixture
+    of distributions. Where a target is made of moments the mixture's are exact: the second moment (gram,
+    poly with d = 2 and the full estimator) and the mean (linear, poly) are the w-weighted sums, and for bn the
+    mixture's variance is sum_k w_k (sd_k^2 + mu_k^2) - mu^2. Otherwise (gaussian, other poly estimators) the
+    target is built from :func:`mixture_samples`.
+
+    (The other way to blend, a weighted sum of per-style losses, is not a distribution distance to any single
+    target; it pulls toward each style separately.)
+    """
+    w = _mixture_weights(ys, weights)
+    # Components of weight 0 are not in the mixture; dropping them also spares bn's variance formula the
+    # cancellation (sd^2 + mu^2) - mu^2 when a single style remains.
+    ys, w = [y for y, wk in zip(ys, w, strict=True) if wk > 0], [wk for wk in w if wk > 0]
+    if len(ys) == 1:
+        return style_target(method, ys[0], **params)
+    p = _method_params(method, params)
+    closed_poly = method == "poly" and p["estimator"] == "full" and _is_two(p["d"])
+    if method in ("gram", "linear", "bn") or closed_poly:
+        singles = [style_target(method, y, **params) for y in ys]
+        out = {}
+        for name in ("gram", "mean"):
+            if name in singles[0]:
+                out[name] = sum(wk * t[name] for wk, t in zip(w, singles, strict=True))
+        if method == "bn":
+            second = sum(wk * (t["sd"] ** 2 + t["mean"] ** 2) for wk, t in zip(w, singles, strict=True))
+            out["sd"] = _safe_sqrt(jnp.maximum(second - out["mean"] ** 2, 0.0))
+        return out
+    return style_target(method, mixture_samples(ys, w), **params)

@@ -39,11 +39,15 @@ flags.DEFINE_float("style_scale", None, "Style image size relative to --style_si
 flags.DEFINE_float("lr", None, "Adam learning rate.")
 flags.DEFINE_integer("checkpoint_every", None, "Write OUTPUT.ckpt every N steps (and on Ctrl-C); 0: only on Ctrl-C.")
 flags.DEFINE_bool("resume", None, "Continue an interrupted run from OUTPUT.ckpt.")
+flags.DEFINE_string("preserve_colors", None, "none|luminance|histogram: keep the content's colours.")
+flags.DEFINE_integer("scales", None, "Coarse to fine: run this many sizes, each twice the last, up to --size.")
+flags.DEFINE_string("style_blend", None, "Weights of several styles (--style=a.jpg,b.jpg), e.g. 0.3,0.7.")
 
 FLAGS = flags.FLAGS
 OVERRIDES = ("kernel", "kernel_weights", "content", "style", "output", "size", "steps", "optimizer", "weights",
              "seed", "style_weight", "content_weight", "tv_weight", "init", "save_every", "balance",
-             "style_size", "style_scale", "lr", "checkpoint_every", "resume")
+             "style_size", "style_scale", "lr", "checkpoint_every", "resume",
+             "preserve_colors", "scales", "style_blend")
 
 
 def main(argv: list[str]) -> None:

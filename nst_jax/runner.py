@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import checkpoint, demo, image, optimizers, transfer
+from nst_jax import checkpoint, color, demo, image, optimizers, transfer
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ImageError, UserError
 
@@ -75,16 +75,49 @@ def device_info() -> dict[str, Any]:
             "host": platform.node()}
 
 
-def prepare_images(content: ImageLike, style: ImageLike, config: Any
-                   ) -> tuple[tuple[np.ndarray, str], tuple[np.ndarray, str]]:
-    """The content at the run's size and the style at its size (see ``style_resize``), each with a
-    description of where it came from."""
+def style_inputs(style: ImageLike | list[ImageLike]) -> list[ImageLike]:
+    """The style argument as a list: a comma-separated string of paths, a list, or one image / ``None``."""
+    if isinstance(style, (list, tuple)):
+        return list(style) or [None]
+    if isinstance(style, str) and "," in style:
+        return [part.strip() for part in style.split(",")]
+    return [style]
+
+
+def prepare_images(content: ImageLike, style: ImageLike | list[ImageLike], config: Any
+                   ) -> tuple[tuple[np.ndarray, str], list[tuple[np.ndarray, str]]]:
+    """The content at the run's size and each style at its size (see ``style_resize``), with a description
+    of where each came from."""
     size = transfer.default_size(config)[0]
     content_rgb, content_desc = _input(content, "content")
-    style_rgb, style_desc = _input(style, "style")
     content_rgb = image.resize_long_edge(content_rgb, size)
-    style_rgb = image.resize(style_rgb, transfer.style_shape(content_rgb.shape[:2], style_rgb.shape[:2], config))
-    return (content_rgb, content_desc), (style_rgb, style_desc)
+    styles = []
+    for one in style_inputs(style):
+        rgb, desc = _input(one, "style")
+        styles.append((image.resize(rgb, transfer.style_shape(content_rgb.shape[:2], rgb.shape[:2], config)), desc))
+    return (content_rgb, content_desc), styles
+
+
+def scale_sizes(size: int, scales: int) -> list[int]:
+    """Long edges of a coarse-to-fine run: each twice the last, ending at ``size``."""
+    return [max(1, round(size / 2 ** (scales - 1 - k))) for k in range(scales)]
+
+
+def colour_inputs(mode: str, content_rgb: np.ndarray, style_rgbs: list[np.ndarray]
+                  ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """What the run optimises against under ``--preserve_colors`` (Gatys et al. 2017):
+
+    * ``none``: the images as they are;
+    * ``luminance``: the content's luminance and each style's luminance matched to the content's mean and
+      deviation (grey images); the result's luminance later gets the content's chroma back;
+    * ``histogram``: each style recoloured to the content's colour mean and covariance.
+    """
+    if mode == "luminance":
+        return (np.asarray(color.luminance_only(content_rgb), np.float32),
+                [color.match_luminance(s, content_rgb).astype(np.float32) for s in style_rgbs])
+    if mode == "histogram":
+        return content_rgb, [color.match_color_histogram(s, content_rgb).astype(np.float32) for s in style_rgbs]
+    return content_rgb, style_rgbs
 
 
 ProgressFn = Callable[[int, int, dict[str, float], float], None]
@@ -93,7 +126,7 @@ SnapshotFn = Callable[[int, np.ndarray], None]
 
 def stylize(
     content: ImageLike,
-    style: ImageLike,
+    style: ImageLike | list[ImageLike],
     config: Any,
     *,
     weights: weights_lib.Weights | None = None,
@@ -106,14 +139,17 @@ def stylize(
 
     Args:
       content: image file path, (H, W, 3) RGB array in [0, 1], or ``None``/``""`` for the demo image.
-      style: likewise.
+      style: likewise, or several (a list, or comma-separated paths) blended with ``config.style_blend``.
       config: a ``ConfigDict`` as in ``configs/default.py``.
       weights: loaded VGG-19 weights; default: ``config.weights`` or the cached file.
       progress: called between chunks with (step, steps, latest loss terms, iterations per second).
-      snapshot: called with (step, RGB image) every ``config.save_every`` steps.
+      snapshot: called with (step, RGB image) every ``config.save_every`` steps (of the last scale).
       checkpoint_path: where to write a checkpoint every ``config.checkpoint_every`` steps and on
         interruption (and read it from with ``config.resume``); ``None``: no checkpoints.
       should_stop: polled between chunks; when it returns True the run checkpoints and raises Interrupted.
+
+    With ``config.scales`` = K > 1 the run is coarse to fine: K sizes, each twice the last, ending at the
+    content size; each scale runs ``config.steps`` steps and starts from the previous result upsampled.
 
     Returns:
       (the result, (H, W, 3) float32 RGB in [0, 1]; the run record, a JSON-serialisable dict).
@@ -126,10 +162,76 @@ def stylize(
     started = time.time()
     if weights is None:
         weights = weights_lib.load(weights_lib.resolve(config.weights or None, config.source))
-    source = weights.source
-    (content_rgb, content_desc), (style_rgb, style_desc) = prepare_images(content, style, config)
-    size_note = transfer.default_size(config)[1]
+    size, size_note = transfer.default_size(config)
+    content_full, content_desc = _input(content, "content")
+    styles_full = [_input(one, "style") for one in style_inputs(style)]
+    blend = transfer.blend_weights(config, len(styles_full))
+    sizes = scale_sizes(size, int(config.scales))
+    resume_scale = None
+    if checkpoint_path and config.resume:
+        resume_scale = checkpoint.scale_of(checkpoint_path)
+    result = None
+    per_scale = []
+    for k, size_k in enumerate(sizes):
+        content_rgb = image.resize_long_edge(content_full, size_k)
+        # Style sizes follow the content's scale, so texture size relative to the content stays the same.
+        style_rgbs = [image.resize(rgb, transfer.style_shape(content_rgb.shape[:2], rgb.shape[:2], config,
+                                                            factor=size_k / size)) for rgb, _ in styles_full]
+        run_content, run_styles = colour_inputs(config.preserve_colors, content_rgb, style_rgbs)
+        init_rgb = None if result is None else image.resize(result, content_rgb.shape[:2])
+        last = k == len(sizes) - 1
+        try:
+            result, record = _run_scale(
+                run_content, run_styles, [d for _, d in styles_full], content_desc, blend, init_rgb, config,
+                weights, scale=k, progress=progress, snapshot=snapshot if last else None,
+                # On resume, the scales before the checkpoint's are replayed (deterministically) without
+                # touching it; the checkpoint's own scale continues from it.
+                checkpoint_path=checkpoint_path if resume_scale is None or k >= resume_scale else None,
+                resume=resume_scale == k, should_stop=should_stop,
+            )
+        except (NonFiniteLoss, Interrupted) as e:
+            e.image = _finish_colour(config, e.image, content_full, size)
+            raise
+        per_scale.append({"size": list(content_rgb.shape[:2]), "steps_run": record["steps_run"],
+                          "compile_s": record["compile_s"], "run_s": record["run_s"],
+                          "final_losses": record["final_losses"]})
+    result = _finish_colour(config, result, content_full, size)
+    record.update(
+        size_note=size_note, scales=per_scale, total_s=time.time() - started,
+        preserve_colors=config.preserve_colors,
+        style={"inputs": [d for _, d in styles_full], "blend": blend, "size": record["style"]["size"]},
+    )
+    return result, record
 
+
+def _finish_colour(config: Any, rgb: np.ndarray, content_full: np.ndarray, size: int) -> np.ndarray:
+    """Under ``preserve_colors=luminance``: the result's luminance with the content's chroma."""
+    if config.preserve_colors != "luminance":
+        return rgb
+    content_rgb = image.resize(image.resize_long_edge(content_full, size), rgb.shape[:2])
+    return color.recombine_luminance(rgb, content_rgb).astype(np.float32)
+
+
+def _run_scale(
+    content_rgb: np.ndarray,
+    style_rgbs: list[np.ndarray],
+    style_descs: list[str],
+    content_desc: str,
+    blend: tuple[float, ...],
+    init_rgb: np.ndarray | None,
+    config: Any,
+    weights: weights_lib.Weights,
+    *,
+    scale: int,
+    progress: ProgressFn | None,
+    snapshot: SnapshotFn | None,
+    checkpoint_path: str | None,
+    resume: bool,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One optimisation at one size: the chunked loop, checkpoints, the record."""
+    started = time.time()
+    source = weights.source
     problem = transfer.Problem(
         content_layers=tuple(transfer._csv(config.content_layers)),
         style_layers=tuple(transfer._csv(config.style_layers)),
@@ -139,9 +241,12 @@ def stylize(
         content_weight=float(config.content_weight),
         tv_weight=float(config.tv_weight),
         optimizer=config.optimizer,
+        blend=blend,
     )
     need = transfer.min_side(list(problem.layers))
-    for what, rgb, desc in (("content", content_rgb, content_desc), ("style", style_rgb, style_desc)):
+    sides = [("content", content_rgb, content_desc)]
+    sides += [("style", r, d) for r, d in zip(style_rgbs, style_descs, strict=True)]
+    for what, rgb, desc in sides:
         if min(rgb.shape[:2]) < need:
             raise ImageError(f"{what} image ({desc}) is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
                              f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")
@@ -150,11 +255,17 @@ def stylize(
     init_key, loop_key, balance_key, ref_key = jax.random.split(key, 4)
     params = jax.device_put(weights.params)
     c = image.preprocess(jnp.asarray(content_rgb), source)
-    s = image.preprocess(jnp.asarray(style_rgb), source)
-    x0 = _init_image(config, content_rgb, init_key, source)
+    styles = [image.preprocess(jnp.asarray(rgb), source) for rgb in style_rgbs]
+    if init_rgb is None:
+        x0 = _init_image(config, content_rgb, init_key, source)
+    else:
+        x0 = image.preprocess(jnp.asarray(init_rgb), source)
 
-    fp = checkpoint.fingerprint(config.to_dict(), weights.sha256, content_rgb.shape[:2], style_rgb.shape[:2],
-                                checkpoint.array_sha256(content_rgb), checkpoint.array_sha256(style_rgb))
+    fp = checkpoint.fingerprint(
+        dict(config.to_dict(), scale=scale), weights.sha256, content_rgb.shape[:2],
+        [rgb.shape[:2] for rgb in style_rgbs], checkpoint.array_sha256(content_rgb),
+        [checkpoint.array_sha256(rgb) for rgb in style_rgbs],
+    )
     opt = optimizers.make(config.optimizer, config)
     # Copies: an optimiser state may alias x0 (L-BFGS keeps the last iterate), and the carry is donated.
     carry = (x0, jax.tree.map(jnp.copy, opt.init(x0)), jnp.int32(0), jnp.bool_(False))
@@ -162,14 +273,14 @@ def stylize(
     history: dict[str, list[float]] = {"step": [], **{n: [] for n in names}}
     resumed_from = None
     factors = None
-    if checkpoint_path and config.resume:
+    if checkpoint_path and resume:
         carry, key_data, factors, history = checkpoint.load(checkpoint_path, template_carry=carry, fingerprint=fp)
         carry = jax.tree.map(jnp.asarray, carry)
         loop_key = jax.random.wrap_key_data(jnp.asarray(key_data))
         resumed_from = int(carry[2])
 
     t0 = time.time()
-    tgt = _jitted("targets", problem, lambda: functools.partial(transfer.targets, problem))(params, c, s)
+    tgt = _jitted("targets", problem, lambda: functools.partial(transfer.targets, problem))(params, c, styles)
     base = transfer.paper_scales(problem, params, x0)
     if factors is not None:
         pass  # from the checkpoint: the resumed run continues with exactly the same energy
@@ -245,7 +356,7 @@ def stylize(
             stop_now or (config.checkpoint_every and step % config.checkpoint_every == 0)
         ):
             checkpoint.save(checkpoint_path, carry=carry, key=loop_key, fingerprint=fp, factors=factors,
-                            history=history)
+                            history=history, scale=scale)
         if stop_now:
             interrupted = step < config.steps and not bool(carry[3])
             break
@@ -264,8 +375,7 @@ def stylize(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_dict(),
         "content": {"input": content_desc, "size": list(content_rgb.shape[:2])},
-        "style": {"input": style_desc, "size": list(style_rgb.shape[:2])},
-        "size_note": size_note,
+        "style": {"inputs": style_descs, "size": [list(rgb.shape[:2]) for rgb in style_rgbs]},
         "weights": {"path": weights.path, "source": source, "sha256": weights.sha256, "origin": weights.origin},
         "device": device_info(),
         "versions": versions(),
@@ -280,7 +390,7 @@ def stylize(
         "compile_s": compile_s,
         "run_s": run_s,
         "iterations_per_s": step / run_s if run_s > 0 else None,
-        "total_s": time.time() - started,
+        "scale_s": time.time() - started,
         "losses": history,
         "final_losses": final_terms,
     }

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from nst_jax import image, losses, optimizers, vgg
+from nst_jax import color, image, losses, optimizers, vgg
 from nst_jax.errors import ConfigError
 
 BALANCES = ("auto", "none")
@@ -110,6 +110,11 @@ def check_config(config: Any) -> None:
     positive_int("save_every", config.save_every, allow_zero=True)
     positive_int("log_every", config.log_every)
     positive_int("checkpoint_every", config.checkpoint_every, allow_zero=True)
+    positive_int("scales", config.scales)
+    if config.preserve_colors not in color.PRESERVE_COLORS:
+        raise ConfigError(f"--preserve_colors={config.preserve_colors}: expected one of "
+                          f"{', '.join(color.PRESERVE_COLORS)}")
+    _floats(config.style_blend, "style_blend")  # the count is checked against the styles given (blend_weights)
     positive_int("block_size", config.block_size)
     positive_int("rff_features", config.rff_features)
     for name in ("content_weight", "style_weight", "tv_weight", "poly_c"):
@@ -158,12 +163,27 @@ def default_size(config: Any) -> tuple[int, str | None]:
     return ACCELERATOR_DEFAULT_SIZE, None
 
 
-def style_shape(content_hw: tuple[int, int], style_hw: tuple[int, int], config: Any) -> tuple[int, int]:
-    """(H, W) the style image is resized to (see ``style_resize``, ``style_size``, ``style_scale``)."""
+def style_shape(content_hw: tuple[int, int], style_hw: tuple[int, int], config: Any, factor: float = 1.0
+                ) -> tuple[int, int]:
+    """(H, W) the style image is resized to (see ``style_resize``, ``style_size``, ``style_scale``).
+
+    ``factor`` scales an explicit ``style_size`` (the coarse scales of a coarse-to-fine run)."""
     if config.style_resize == "match_content":
         return content_hw
-    long_edge = config.style_size if config.style_size is not None else max(content_hw)
+    long_edge = config.style_size * factor if config.style_size is not None else max(content_hw)
     return image.resized_shape(style_hw, max(1, round(long_edge * config.style_scale)))
+
+
+def blend_weights(config: Any, n_styles: int) -> tuple[float, ...]:
+    """``config.style_blend`` for ``n_styles`` styles, normalised to sum 1 (empty: equal weights)."""
+    if not _csv(config.style_blend):
+        return tuple([1.0 / n_styles] * n_styles)
+    weights = _floats(config.style_blend, "style_blend")
+    if len(weights) != n_styles:
+        raise ConfigError(f"--style_blend={config.style_blend}: {len(weights)} weight(s) for {n_styles} style(s)")
+    if sum(weights) <= 0:
+        raise ConfigError(f"--style_blend={config.style_blend}: the weights sum to 0")
+    return tuple(w / sum(weights) for w in weights)
 
 
 def min_side(layers: list[str]) -> int:
@@ -187,6 +207,13 @@ class Problem:
     content_weight: float
     tv_weight: float
     optimizer: str
+    blend: tuple[float, ...] = (1.0,)
+    remat: bool = False  # rematerialise VGG blocks in the backward pass (memory for compute)
+    dtype: str = "float32"  # VGG compute dtype, "float32" or "bfloat16"; losses stay float32
+
+    def extract(self, params: Any, images: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+        """:func:`nst_jax.vgg.extract` with this problem's pooling, remat and compute dtype."""
+        return vgg.extract(params, images, layers, self.pooling, remat=self.remat, dtype=jnp.dtype(self.dtype))
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -195,18 +222,27 @@ class Problem:
 
 def features(problem: Problem, params: Any, x: jax.Array) -> dict[str, jax.Array]:
     """(H, W, 3) preprocessed image -> {layer: (h, w, C)} at the problem's layers."""
-    return {k: v[0] for k, v in vgg.extract(params, x[None], problem.layers, problem.pooling).items()}
+    return {k: v[0] for k, v in problem.extract(params, x[None], problem.layers).items()}
 
 
-def targets(problem: Problem, params: Any, content: jax.Array, style: jax.Array) -> dict[str, Any]:
-    """Content features and per-term style statistics, computed once per run."""
-    content_feats = vgg.extract(params, content[None], problem.content_layers, problem.pooling)
-    style_feats = vgg.extract(params, style[None], problem.style_layers, problem.pooling)
-    style_samples = {name: losses.to_samples(style_feats[name][0]) for name in problem.style_layers}
-    return {
-        "content": {name: content_feats[name][0] for name in problem.content_layers},
-        "style": losses.fused_style_targets(style_samples, problem.terms),
+def targets(problem: Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array]) -> dict[str, Any]:
+    """Content features and per-term style statistics, computed once per run.
+
+    Several styles are blended as the mixture of their feature distributions with weights ``problem.blend``
+    (:func:`nst_jax.losses.mixture_style_target`).
+    """
+    content_feats = problem.extract(params, content[None], problem.content_layers)
+    style_feats = [problem.extract(params, s[None], problem.style_layers) for s in styles]
+    style = {
+        name: [
+            losses.mixture_style_target(
+                t.method, [losses.to_samples(f[name][0]) for f in style_feats], problem.blend, **t.params
+            )
+            for t in problem.terms
+        ]
+        for name in problem.style_layers
     }
+    return {"content": {name: content_feats[name][0] for name in problem.content_layers}, "style": style}
 
 
 def energy(
