@@ -1,0 +1,100 @@
+"""The PyTorch baseline of benchmarks/ computes nst_jax's energy: step-0 losses agree, method by method."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/ is not installed
+from benchmarks import run as bench  # noqa: E402
+from benchmarks import torch_baseline as tb  # noqa: E402
+from configs import default  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def setup(random_pth):
+    content, style = bench.demo_images(SIZE)
+    return {"pth": random_pth, "params": bench.flax_params(random_pth), "content": content, "style": style,
+            "features": tb.load_features(random_pth, "relu5_1")}
+
+
+def test_settings_are_the_default_config():
+    c = default.get_config()
+    s = bench.SETTINGS
+    assert ",".join(s["content_layers"]) == c.content_layers
+    assert ",".join(s["style_layers"]) == c.style_layers
+    assert list(s["layer_weights"]) == [float(v) for v in c.layer_weights.split(",")]
+    assert (s["content_weight"], s["style_weight"], s["tv_weight"], s["lr"], s["pooling"]) == (
+        c.content_weight, c.style_weight, c.tv_weight, c.lr, c.pooling)
+    assert (s["poly_c"], s["poly_d"], s["gaussian_estimator"], s["seed"]) == (
+        c.poly_c, c.poly_d, c.gaussian_estimator, c.seed)
+
+
+@pytest.mark.parametrize("method", bench.METHODS)
+def test_step0_losses_agree_with_nst_jax(method, setup):
+    import jax
+    import jax.numpy as jnp
+
+    from nst_jax import transfer
+
+    side = bench.jax_side(method, setup["params"], setup["content"], setup["style"])
+    ts = bench.torch_side(side, setup["features"], setup["content"], setup["style"], False, None)
+    key = jax.random.fold_in(side.loop_key, 0)  # the key make_chunk gives step 0
+    total, terms = jax.jit(lambda x: transfer.energy(side.problem, side.params, side.tgt, side.scales, x, key))(
+        jnp.asarray(np.asarray(side.x0) + 0.3))
+    perms = tb.perms_to_torch(bench.jax_pair_perms(side, 1, SIZE)[0], "cpu") if method == "gaussian" else None
+    ts.x = (ts.init + 0.3).requires_grad_(True)  # away from the content image, where content loss is 0
+    t_total, t_terms = ts.energy(ts.x, perms)
+    assert float(terms["style"]) > 0 and float(terms["content"]) > 0
+    for name in ("content", "style"):
+        np.testing.assert_allclose(float(t_terms[name].detach()), float(terms[name]), rtol=1e-3)
+    np.testing.assert_allclose(float(t_total.detach()), float(total), rtol=1e-3)
+
+
+def test_adam_steps_track_nst_jax(setup):
+
+    side = bench.jax_side("gram", setup["params"], setup["content"], setup["style"])
+    ts = bench.torch_side(side, setup["features"], setup["content"], setup["style"], True, None)  # channels_last
+    runner = bench.make_jax_runner(side, steps=3, chunk=3, name="jax")
+    _, jax_rows = runner.round()
+    torch_rows = [{k: float(v) for k, v in ts.step().items()} for _ in range(3)]
+    assert jax_rows[-1]["total"] < jax_rows[0]["total"]
+    for a, b in zip(torch_rows, jax_rows, strict=True):
+        assert bench.rel(a["total"], b["total"]) < 1e-3
+
+
+def test_gaussian_pairs_are_used_and_a_wrong_permutation_changes_the_loss(setup):
+    x = torch.randn(16, 4)
+    y = torch.randn(16, 4) + 1.0
+    p = torch.arange(16)
+    a = tb.gaussian_linear_time(x, y, p, p)
+    b = tb.gaussian_linear_time(x, y, p.flip(0), p)
+    assert torch.isfinite(a) and float(a) != float(b)
+    # Direct evaluation of the estimator on these pairs.
+    x0, x1, y0, y1 = x[0::2], x[1::2], y[0::2], y[1::2]
+    sq = [((u - v) ** 2).sum(1) for u, v in ((x0, x1), (y0, y1), (x0, y1), (y0, x1))]
+    gamma = 1.0 / torch.cat(sq).mean()
+    k = [torch.exp(-gamma * s) for s in sq]
+    np.testing.assert_allclose(float(a), float((k[0] + k[1] - k[2] - k[3]).mean()), rtol=1e-5)
+
+
+def test_iteration_flops_counts_the_convolutions():
+    # 64 px: conv1 at 64^2, conv2 at 32^2, conv3 at 16^2, conv4 at 8^2, conv5_1 at 4^2.
+    convs = [(64, 3, 64), (64, 64, 64), (32, 64, 128), (32, 128, 128), (16, 128, 256)] + [(16, 256, 256)] * 3 + [
+        (8, 256, 512)] + [(8, 512, 512)] * 3 + [(4, 512, 512)]
+    expected = sum(2 * s * s * ci * co * 9 for s, ci, co in convs)
+    assert bench.conv_flops(64, "relu5_1") == expected
+    assert bench.iteration_flops(64, "relu5_1") == 2 * expected
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown style method"):
+        tb.style_target(tb.Term("nope"), torch.zeros(4, 2))
