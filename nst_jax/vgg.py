@@ -75,6 +75,19 @@ def downsampling(layer: str) -> int:
     return sum(1 for name in LAYERS[: LAYERS.index(layer)] if name.startswith("pool"))
 
 
+def pool2x2(x: jax.Array, pooling: str) -> jax.Array:
+    """2x2 pooling with stride 2, 'VALID' (an odd last row or column is dropped): (B, H, W, C) -> (B, H//2, W//2, C).
+
+    Written as a reshape and a reduction rather than ``reduce_window``: the same values, but the gradient of a
+    reduction is an elementwise mask that XLA fuses, while ``reduce_window``'s (``select_and_scatter`` for max)
+    runs as a separate slow loop on CPU. Max-pool ties split the gradient equally instead of picking one
+    input; ties occur at ReLU zeros, where the ReLU's own derivative is 0 anyway.
+    """
+    b, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2].reshape(b, h // 2, 2, w // 2, 2, c)
+    return jnp.max(x, axis=(2, 4)) if pooling == "max" else jnp.mean(x, axis=(2, 4))
+
+
 class VGG19(nn.Module):
     """VGG-19 convolutional trunk returning named activations.
 
@@ -94,23 +107,50 @@ class VGG19(nn.Module):
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         wanted = set(self.layers)
         deepest = max(LAYERS.index(name) for name in self.layers)
-        conv_cls = nn.remat(nn.Conv) if self.remat else nn.Conv
         out: dict[str, jax.Array] = {}
         x = x.astype(self.dtype)
-        for name in LAYERS[: deepest + 1]:
-            kind = name[:4]
-            if kind == "conv":
-                cout = conv_shapes()[name][1]
-                x = conv_cls(cout, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x)
-            elif kind == "relu":
-                x = nn.relu(x)
-            elif self.pooling == "max":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-            else:
-                x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-            if name in wanted:
-                out[name] = x.astype(jnp.float32)
+        # One block = conv ... relu ... pool. With remat, a block keeps only its input and the requested
+        # activations for the backward pass and recomputes the rest, so the activations held at once are
+        # those of one block instead of the whole trunk. The lifted nn.remat runs in this module's scope,
+        # so the parameter tree (conv1_1 ... conv5_4 at the top) is the same either way.
+        for names in _blocks_upto(deepest):
+            run = nn.remat(self._block(names, wanted)) if self.remat else self._block(names, wanted)
+            x, feats = run(self, x)
+            out.update(feats)
         return out
+
+    def _block(self, names: tuple[str, ...], wanted: set[str]) -> Any:
+        """``f(module, x) -> (x after names[-1], {requested name: float32 activation})``."""
+
+        def run(module: VGG19, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+            feats = {}
+            for name in names:
+                kind = name[:4]
+                if kind == "conv":
+                    cout = conv_shapes()[name][1]
+                    x = nn.Conv(cout, (3, 3), padding=((1, 1), (1, 1)), dtype=module.dtype, name=name)(x)
+                elif kind == "relu":
+                    x = nn.relu(x)
+                else:
+                    x = pool2x2(x, module.pooling)
+                if name in wanted:
+                    feats[name] = x.astype(jnp.float32)  # losses accumulate in float32 whatever the compute dtype
+            return x, feats
+
+        return run
+
+
+def _blocks_upto(deepest: int) -> list[tuple[str, ...]]:
+    """``LAYERS[: deepest + 1]`` cut into VGG blocks (each ending at its pool, the last possibly earlier)."""
+    blocks, current = [], []
+    for name in LAYERS[: deepest + 1]:
+        current.append(name)
+        if name.startswith("pool"):
+            blocks.append(tuple(current))
+            current = []
+    if current:
+        blocks.append(tuple(current))
+    return blocks
 
 
 @functools.cache
@@ -143,6 +183,8 @@ def extract(
       images: (B, H, W, 3) float32, preprocessed for the weights' source.
       layers: names from :data:`LAYERS`.
       pooling: ``"max"`` or ``"avg"``.
+      remat: rematerialise each VGG block in the backward pass (see :class:`VGG19`).
+      dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters stay float32, outputs are float32.
 
     Returns:
       ``{name: (B, H / 2**k, W / 2**k, C)}`` float32, where k is the number of poolings before the layer.
