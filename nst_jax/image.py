@@ -12,7 +12,9 @@ Preprocessing:
 from __future__ import annotations
 
 import os
+import re
 import warnings
+from typing import IO
 
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +27,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 
-MAX_PIXELS = 16384 * 16384
-"""Largest image (width x height) we decode: a guard against decompression bombs."""
+MAX_PIXELS = 12288 * 12288
+"""Largest image (width x height) we decode: a guard against decompression bombs. Below Pillow's own hard limit
+(2 x ``Image.MAX_IMAGE_PIXELS``, about 179 M pixels), so this is the limit that applies."""
+
+MIN_INPUT_SIDE = 8
+"""Smallest side (px) of a content, style or init image file: anything smaller holds no structure to transfer
+(a 1x1 image is one colour), however far it is enlarged."""
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
@@ -78,47 +85,113 @@ def to_rgb01(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def load_image(path: str, size: int | None = None, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def _format_of(prefix: bytes) -> str | None:
+    """The Pillow format whose signature ``prefix`` (a file's first bytes) carries, if any."""
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        if accept is not None and accept(prefix):
+            return name
+    return None
+
+
+def _why_unidentified(f: IO[bytes]) -> str:
+    """Why Pillow could not identify an open file: a known signature whose decoder refused the file is a corrupt
+    file of that format (e.g. a PNG header with a bad checksum), anything else is not an image."""
+    f.seek(0)
+    fmt = _format_of(f.read(16))
+    if fmt is None:
+        return "not an image file Pillow can read"
+    factory = Image.OPEN[fmt][0]
+    f.seek(0)
+    try:
+        factory(f, "").close()  # raises the reason that Image.open keeps to itself
+    except Exception as e:  # decoders raise many types; only the text is wanted
+        return f"cannot be decoded (corrupt {fmt} file: {_reason(e)})"
+    return f"cannot be decoded (corrupt {fmt} file)"
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's first line, without Pillow's bytes quoting: ``broken PNG file (bad header checksum in
+    b'IHDR')`` -> ``bad header checksum in IHDR``."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = re.sub(r"b'([^']*)'", r"\1", text)
+    return re.sub(r"^broken PNG file \((.*)\)$", r"\1", text)
+
+
+def load_image(path: str, size: int | None = None, *, max_pixels: int = MAX_PIXELS, min_side: int = 1
+               ) -> np.ndarray:
     """Reads an image file as (H, W, 3) float32 RGB in [0, 1], upright (EXIF orientation applied).
+
+    Any mode Pillow reads is accepted (8/16-bit grey, palette with transparency, RGBA, CMYK, ...); see
+    :func:`to_rgb01`. PNG chunk checksums are verified (Pillow's decoder alone skips them).
 
     Args:
       path: the file.
       size: if given, resize so the long edge is ``size`` pixels, keeping the aspect ratio (antialiased).
       max_pixels: refuse images with more pixels than this (decompression bombs).
+      min_side: refuse images whose short side (after EXIF rotation) has fewer pixels than this.
 
     Raises:
-      ImageError: the file is missing, a folder, empty, not an image, truncated, corrupt or too large.
+      ImageError: the file is missing, a folder, empty, unreadable, not an image, truncated, corrupt, too large
+        or too small.
     """
     if not os.path.exists(path):
         raise ImageError(f"image {path}: no such file")
     if os.path.isdir(path):
         raise ImageError(f"image {path}: is a folder, not an image file")
+    if not os.path.isfile(path):
+        raise ImageError(f"image {path}: not a regular file")
     if os.path.getsize(path) == 0:
         raise ImageError(f"image {path}: empty file")
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"image {path}: {w}x{h} pixels is over the limit of {max_pixels} pixels")
+        f = open(path, "rb")
+    except OSError as e:
+        raise ImageError(f"image {path}: cannot be read ({e.strerror or e})") from None
+    with f:
+        try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = to_rgb01(img)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError:
-        raise ImageError(f"image {path}: too many pixels (decompression bomb guard)") from None
-    except Image.DecompressionBombWarning:
-        raise ImageError(f"image {path}: too many pixels (decompression bomb guard)") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError(f"image {path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(f"image {path}: cannot be decoded ({reason})") from None
+                # Pillow warns above MAX_IMAGE_PIXELS; _check_pixels applies our own limit instead.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f) as img:
+                    _check_pixels(path, img, max_pixels)
+                    if img.format == "PNG":
+                        try:
+                            img.verify()  # chunk checksums; verify() leaves the image unusable: open it again
+                        except Exception as e:  # SyntaxError on a bad checksum, OSError on a cut file
+                            raise ImageError(
+                                f"image {path}: cannot be decoded (corrupt PNG file: {_reason(e)})") from None
+                f.seek(0)
+                with Image.open(f) as img:
+                    img.load()
+                    img = ImageOps.exif_transpose(img)
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as e:  # over Pillow's hard limit, refused before our check
+            claimed = re.search(r"\((\d+) pixels\)", str(e))
+            count = f"{claimed.group(1)} pixels" if claimed else "over Pillow's limit"
+            raise ImageError(f"image {path}: too many pixels ({count}; the limit is {max_pixels}; decompression "
+                             "bomb guard)") from None
+        except Image.UnidentifiedImageError:
+            raise ImageError(f"image {path}: {_why_unidentified(f)}") from None
+        except Exception as e:  # Pillow's decoders raise many types on corrupt input
+            raise ImageError(f"image {path}: cannot be decoded ({_reason(e)})") from None
+    if min(img.size) < min_side:
+        raise ImageError(f"image {path}: {img.size[0]}x{img.size[1]} px is too small; "
+                         f"images need at least {min_side} px a side")
+    try:
+        rgb = to_rgb01(img)
+    except (OSError, ValueError) as e:  # modes Pillow cannot convert to RGB
+        raise ImageError(f"image {path}: cannot be converted to RGB ({_reason(e)})") from None
     if size is not None:
         rgb = resize_long_edge(rgb, size)
     return rgb
+
+
+def _check_pixels(path: str, img: Image.Image, max_pixels: int) -> None:
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"image {path}: {w}x{h} pixels is over the limit of {max_pixels} pixels "
+                         "(decompression bomb guard)")
 
 
 def resized_shape(hw: tuple[int, int], size: int) -> tuple[int, int]:
