@@ -149,8 +149,9 @@ def load(path: str) -> Weights:
     try:
         tree = serialization.msgpack_restore(data)
     except Exception as e:  # msgpack raises several unrelated types on corrupt input
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
         raise WeightsError(
-            f"weights file {path}: not an nst_jax weights file ({type(e).__name__}); "
+            f"weights file {path}: not an nst_jax weights file, or truncated or corrupt ({reason}); "
             f"convert a .pth with: {convert_command()} --checkpoint=FILE.pth"
         ) from None
     if not isinstance(tree, dict) or tree.get("format") != FORMAT:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from nst_jax.errors import UserError, WeightsError
 
@@ -67,6 +67,7 @@ def run(checkpoint: str | None, source: str, output: str | None, sha256: str | N
 
 
 def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # JAX's notes (e.g. no TPU found) would add lines to a one-line error
     try:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments {' '.join(argv[1:])}; use --checkpoint=FILE")

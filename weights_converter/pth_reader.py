@@ -271,11 +271,11 @@ def _collect(
     return out
 
 
-def _check_member(name: str) -> None:
+def _check_member(path: str, name: str) -> None:
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\x00" in name:
         raise UnsafeCheckpointError(
-            f"unsafe checkpoint: zip member {name!r:.100} points outside the archive; refused"
+            f"checkpoint {path}: unsafe checkpoint: zip member {name!r:.100} points outside the archive; refused"
         )
 
 
@@ -287,7 +287,7 @@ def _read_zip(path: str, keep: Callable[[str], bool] | None) -> dict[str, np.nda
     with archive:
         names = archive.namelist()
         for name in names:
-            _check_member(name)
+            _check_member(path, name)
         pickles = [n for n in names if posixpath.basename(n) == "data.pkl" and n.count("/") == 1]
         if len(pickles) != 1:
             raise WeightsError(
