@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
             summary["runs"][label] = {"output": out, "run_s": record["run_s"], "compile_s": record["compile_s"],
                                       "final_losses": final, "balance": record["balance"]}
         w = weights
-        footer = f"weights: {w.source} {os.path.basename(w.path)} (sha256 {w.sha256[:12]}, from {w.origin})"
+        footer = "weights: " + weights_lib.describe(w)
         style_tiles = [(rgb, "style" if len(styles) == 1 else f"style {i + 1}") for i, (rgb, _) in enumerate(styles)]
         grid = sheet.contact_sheet([(content_rgb, "content"), *style_tiles, *tiles], footer=footer)
         image.save_image(os.path.join(out_dir, "sheet.png"), grid)

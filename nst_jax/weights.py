@@ -171,3 +171,17 @@ def load(path: str) -> Weights:
     params = {"params": {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in params["params"].items()}}
     return Weights(params=params, source=source, origin=str(tree.get("origin", "")), path=path,
                    sha256=file_sha256(path))
+
+
+# sha256 prefixes carried in the published files' names (torchvision's convention).
+KNOWN_FILES = {"dcbb9e9d": "ImageNet VGG-19 (torchvision IMAGENET1K_V1)", "d01eb7cb": "ImageNet VGG-19 (Caffe)"}
+
+
+def describe(weights: Weights) -> str:
+    """One line naming the weights, saying plainly when they are not a published pretrained file (recognised
+    by the SHA-256 of the .pth they were converted from, not by its name)."""
+    origin, _, digest = weights.origin.partition(" (sha256 ")
+    known = next((name for prefix, name in KNOWN_FILES.items() if digest.startswith(prefix)), None)
+    what = known or "not a published pretrained file"
+    return (f"{what}: {weights.source} weights {os.path.basename(weights.path)} (sha256 {weights.sha256[:12]}) "
+            f"from {origin}")
