@@ -189,3 +189,13 @@ def test_cli_missing_weights_names_the_command(tmp_path):
                    env_extra={"NST_JAX_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 2
     assert "python -m weights_converter" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_weights_are_described_by_the_hash_of_their_source_file(loaded):
+    import dataclasses
+
+    assert weights.describe(loaded).startswith("not a published pretrained file: torchvision")
+    renamed = dataclasses.replace(loaded, origin="vgg19-dcbb9e9d.pth (sha256 0123abcd)")
+    assert weights.describe(renamed).startswith("not a published pretrained file")
+    real = dataclasses.replace(loaded, origin="vgg19-dcbb9e9d.pth (sha256 dcbb9e9d" + "0" * 56 + ")")
+    assert weights.describe(real).startswith("ImageNet VGG-19 (torchvision IMAGENET1K_V1)")
