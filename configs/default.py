@@ -33,7 +33,7 @@ def get_config() -> config_dict.ConfigDict:
     c.content_layers = "relu4_2"
     c.style_layers = STYLE_LAYERS
     c.layer_weights = "1,1,1,1,1"
-    c.remat = False  # rematerialise VGG blocks in the backward pass: less activation memory, about 1.3x compute
+    c.remat = False  # rematerialise VGG blocks in the backward pass: less activation memory, one more forward pass
     c.dtype = "float32"  # VGG compute dtype, "float32" or "bfloat16" (parameters and losses stay float32)
 
     # Losses. `kernel`: one method, or a fusion "linear,gaussian" weighted by `kernel_weights`.

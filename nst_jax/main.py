@@ -42,12 +42,22 @@ flags.DEFINE_bool("resume", None, "Continue an interrupted run from OUTPUT.ckpt.
 flags.DEFINE_string("preserve_colors", None, "none|luminance|histogram: keep the content's colours.")
 flags.DEFINE_integer("scales", None, "Coarse to fine: run this many sizes, each twice the last, up to --size.")
 flags.DEFINE_string("style_blend", None, "Weights of several styles (--style=a.jpg,b.jpg), e.g. 0.3,0.7.")
+flags.DEFINE_bool("remat", None, "Rematerialise VGG blocks in the backward pass (less memory, more compute).")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "VGG compute dtype (parameters and losses stay float32).")
+# Batch mode (nst_jax.batch): --content_dir switches it on; --style and --kernel then take ';'-separated lists.
+flags.DEFINE_string("content_dir", None, "Batch mode: stylise every image in this folder (see nst_jax.batch).")
+flags.DEFINE_string("output_dir", None, "Batch mode: where OUT/<content>__<style>__<method>.png and .json go.")
+flags.DEFINE_bool("multihost", False, "Batch mode: join jax.distributed and split the jobs over the processes.")
+flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0 (default: from the "
+                    "environment, as on a Cloud TPU pod slice).")
+flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes (default: from the environment).")
+flags.DEFINE_integer("process_id", None, "With --multihost: this process's index (default: from the environment).")
 
 FLAGS = flags.FLAGS
 OVERRIDES = ("kernel", "kernel_weights", "content", "style", "output", "size", "steps", "optimizer", "weights",
              "seed", "style_weight", "content_weight", "tv_weight", "init", "save_every", "balance",
              "style_size", "style_scale", "lr", "checkpoint_every", "resume",
-             "preserve_colors", "scales", "style_blend")
+             "preserve_colors", "scales", "style_blend", "remat", "dtype")
 
 
 def main(argv: list[str]) -> None:
@@ -59,6 +69,14 @@ def main(argv: list[str]) -> None:
         for name in OVERRIDES:
             if FLAGS[name].present:
                 config[name] = FLAGS[name].value
+    if FLAGS.content_dir:
+        from nst_jax import batch  # only batch mode needs it
+
+        sys.exit(batch.run_cli(config, content_dir=FLAGS.content_dir, output_dir=FLAGS.output_dir or "",
+                               multihost=FLAGS.multihost, coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id))
+    if FLAGS.output_dir or FLAGS.multihost:
+        cli.fail("--output_dir and --multihost are batch-mode flags: give --content_dir too")
     sys.exit(cli.run_one(config))
 
 
