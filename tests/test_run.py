@@ -118,15 +118,15 @@ def test_style_size_rules(loaded, random_weights, tmp_path):
     content = np.random.default_rng(1).uniform(size=(30, 60, 3)).astype(np.float32)
     config = make_config(random_weights, tmp_path, steps=1)
     _, record = runner.stylize(content, style, config, weights=loaded)
-    assert record["content"]["size"] == [16, 32] and record["style"]["size"] == [32, 16]
+    assert record["content"]["size"] == [16, 32] and record["style"]["size"] == [[32, 16]]
     config.style_resize = "match_content"
     _, record = runner.stylize(content, style, config, weights=loaded)
-    assert record["style"]["size"] == [16, 32]
+    assert record["style"]["size"] == [[16, 32]]
     config.style_resize = "keep_aspect"
     config.style_size = 24
     config.style_scale = 0.5
     _, record = runner.stylize(content, style, config, weights=loaded)
-    assert record["style"]["size"] == [12, 6]
+    assert record["style"]["size"] == [[12, 6]]
 
 
 def test_balance_makes_gradient_ratio_the_style_weight(loaded, random_weights, tmp_path):
