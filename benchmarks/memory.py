@@ -16,6 +16,9 @@ Two figures per case, both divided by the image's megapixels (MB = 10^6 bytes):
   compiling the step, in a fresh subprocess per case that compiles and runs the step once (compilation and
   XLA's CPU runtime included). Linux only; skipped with ``--no-rss``.
 
+On XLA:CPU the scheduler decides most of the peak: the default (concurrency-optimised) one keeps about
+twice the memory of ``XLA_FLAGS=--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED``; run both.
+
 Parameters are random (:func:`nst_jax.vgg.init_params`): memory does not depend on their values.
 """
 
@@ -138,7 +141,8 @@ def main() -> None:
                      if "rss_growth" in row else ""), file=sys.stderr, flush=True)
 
     print(f"\nOne step (forward + input gradient, Gram + content loss), {jax.default_backend()} "
-          f"({platform.processor() or platform.machine()}), jax {jax.__version__}; MB = 10^6 bytes, MP = 10^6 px\n")
+          f"({platform.processor() or platform.machine()}), jax {jax.__version__}, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; MB = 10^6 bytes, MP = 10^6 px\n")
     print("| size | remat | dtype | temp MB | args MB | out MB | compiled MB/MP | RSS growth MB/MP | step s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

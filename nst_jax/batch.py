@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import inspect
 import json
 import math
 import os
@@ -59,6 +60,7 @@ from nst_jax.errors import ConfigError, UserError
 CONTENT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DTYPES = ("float32", "bfloat16")
 MESH_AXIS = "jobs"
+SHUTDOWN_TIMEOUT_S = 24 * 3600
 
 Log = Callable[[str], None]
 
@@ -533,9 +535,14 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
                            process_id: int | None) -> None:
     """``jax.distributed.initialize`` with the given values; ``None`` ones come from the environment (on a
     Cloud TPU VM or pod slice all of them do)."""
+    kwargs: dict[str, Any] = {}
+    if "shutdown_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters:
+        # At exit each process waits for the others (JAX's default: 5 minutes, then an error); the shares of a
+        # batch can finish hours apart.
+        kwargs["shutdown_timeout_seconds"] = SHUTDOWN_TIMEOUT_S
     try:
         jax.distributed.initialize(coordinator_address=coordinator_address or None, num_processes=num_processes,
-                                   process_id=process_id)
+                                   process_id=process_id, **kwargs)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"--multihost: jax.distributed.initialize failed: {str(e).splitlines()[0]}") from None
 
