@@ -194,25 +194,9 @@ def check_batch_config(config: Any, jobs: Sequence[Job]) -> None:
 # Stacked runs.
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in str(text).split(",") if part.strip()]
-
-
 def problem_for(config: Any, n_styles: int) -> transfer.Problem:
     """The run's :class:`~nst_jax.transfer.Problem`, as :func:`nst_jax.runner.stylize` builds it."""
-    return transfer.Problem(
-        content_layers=tuple(_csv(config.content_layers)),
-        style_layers=tuple(_csv(config.style_layers)),
-        layer_weights=tuple(float(v) for v in _csv(config.layer_weights)),
-        terms=tuple(transfer.parse_terms(config)),
-        pooling=config.pooling,
-        content_weight=float(config.content_weight),
-        tv_weight=float(config.tv_weight),
-        optimizer=config.optimizer,
-        blend=transfer.blend_weights(config, n_styles),
-        remat=bool(config.get("remat", False)),
-        dtype=str(config.get("dtype", "float32")),
-    )
+    return transfer.problem_from_config(config, transfer.blend_weights(config, n_styles))
 
 
 def _stackable(config: Any) -> bool:
@@ -280,13 +264,9 @@ def run_round(
     cfg = items[0].config
     source = weights.source
     problem = problem_for(cfg, len(items[0].styles))
-    need = transfer.min_side(list(problem.layers))
     for it in items:
-        for what, rgb, desc in [("content", it.content, it.content_desc),
-                                *(("style", s, d) for s, d in zip(it.styles, it.style_descs, strict=True))]:
-            if min(rgb.shape[:2]) < need:
-                raise UserError(f"{what} image ({desc}) is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
-                                f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")
+        transfer.check_sizes(problem, [("content", it.content, it.content_desc),
+                                       *(("style", r, d) for r, d in zip(it.styles, it.style_descs, strict=True))])
 
     mesh = Mesh(np.asarray(devices), (MESH_AXIS,))
     stacked, replicated = NamedSharding(mesh, P(MESH_AXIS)), NamedSharding(mesh, P())

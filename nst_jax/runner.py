@@ -232,24 +232,9 @@ def _run_scale(
     """One optimisation at one size: the chunked loop, checkpoints, the record."""
     started = time.time()
     source = weights.source
-    problem = transfer.Problem(
-        content_layers=tuple(transfer._csv(config.content_layers)),
-        style_layers=tuple(transfer._csv(config.style_layers)),
-        layer_weights=tuple(transfer._floats(config.layer_weights, "layer_weights")),
-        terms=tuple(transfer.parse_terms(config)),
-        pooling=config.pooling,
-        content_weight=float(config.content_weight),
-        tv_weight=float(config.tv_weight),
-        optimizer=config.optimizer,
-        blend=blend,
-    )
-    need = transfer.min_side(list(problem.layers))
-    sides = [("content", content_rgb, content_desc)]
-    sides += [("style", r, d) for r, d in zip(style_rgbs, style_descs, strict=True)]
-    for what, rgb, desc in sides:
-        if min(rgb.shape[:2]) < need:
-            raise ImageError(f"{what} image ({desc}) is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
-                             f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")
+    problem = transfer.problem_from_config(config, blend)
+    transfer.check_sizes(problem, [("content", content_rgb, content_desc),
+                                   *(("style", r, d) for r, d in zip(style_rgbs, style_descs, strict=True))])
 
     key = jax.random.key(config.seed)
     init_key, loop_key, balance_key, ref_key = jax.random.split(key, 4)

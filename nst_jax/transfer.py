@@ -29,10 +29,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nst_jax import color, image, losses, optimizers, vgg
-from nst_jax.errors import ConfigError
+from nst_jax.errors import ConfigError, ImageError
 
 BALANCES = ("auto", "none")
 STYLE_RESIZES = ("keep_aspect", "match_content")
@@ -111,6 +112,8 @@ def check_config(config: Any) -> None:
     positive_int("log_every", config.log_every)
     positive_int("checkpoint_every", config.checkpoint_every, allow_zero=True)
     positive_int("scales", config.scales)
+    if config.dtype not in vgg.DTYPES:
+        raise ConfigError(f"--dtype={config.dtype}: expected one of {', '.join(vgg.DTYPES)}")
     if config.preserve_colors not in color.PRESERVE_COLORS:
         raise ConfigError(f"--preserve_colors={config.preserve_colors}: expected one of "
                           f"{', '.join(color.PRESERVE_COLORS)}")
@@ -218,6 +221,32 @@ class Problem:
     @property
     def layers(self) -> tuple[str, ...]:
         return tuple(sorted(set(self.content_layers) | set(self.style_layers), key=vgg.LAYERS.index))
+
+
+def problem_from_config(config: Any, blend: tuple[float, ...] = (1.0,)) -> Problem:
+    """The :class:`Problem` a (checked) config describes, with the styles' blend weights."""
+    return Problem(
+        content_layers=tuple(_csv(config.content_layers)),
+        style_layers=tuple(_csv(config.style_layers)),
+        layer_weights=tuple(_floats(config.layer_weights, "layer_weights")),
+        terms=tuple(parse_terms(config)),
+        pooling=config.pooling,
+        content_weight=float(config.content_weight),
+        tv_weight=float(config.tv_weight),
+        optimizer=config.optimizer,
+        blend=tuple(blend),
+        remat=bool(config.remat),
+        dtype=str(config.dtype),
+    )
+
+
+def check_sizes(problem: Problem, images: Sequence[tuple[str, np.ndarray, str]]) -> None:
+    """Raises ImageError when an image, (what, (H, W, 3), description), is too small for the deepest layer."""
+    need = min_side(list(problem.layers))
+    for what, rgb, desc in images:
+        if min(rgb.shape[:2]) < need:
+            raise ImageError(f"{what} image ({desc}) is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
+                             f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")
 
 
 def features(problem: Problem, params: Any, x: jax.Array) -> dict[str, jax.Array]:

@@ -47,6 +47,7 @@ for _name in LAYERS:
 del _i, _name
 
 POOLINGS = ("max", "avg")
+DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters and returned activations stay float32
 
 
 def conv_shapes() -> dict[str, tuple[int, int]]:
