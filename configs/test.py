@@ -15,7 +15,7 @@ def get_config():
     c.style_layers = "relu1_1,relu2_1,relu3_1"
     c.layer_weights = "1,1,1"
     c.steps = 6
-    c.chunk = 3
+    c.chunk = 2
     c.log_every = 1
     c.rff_features = 64
     c.block_size = 64

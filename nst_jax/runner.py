@@ -24,6 +24,8 @@ from nst_jax import weights as weights_lib
 from nst_jax.errors import ImageError, UserError
 
 ImageLike = str | np.ndarray | None
+# On CPU a chunk's steps are unrolled (see transfer.make_chunk), so compile time grows with the chunk: cap it.
+CPU_MAX_CHUNK = 5
 
 
 class NonFiniteLoss(UserError):
@@ -293,6 +295,9 @@ def _run_scale(
     for every in (config.save_every, config.checkpoint_every if checkpoint_path else 0):
         if every:
             length = math.gcd(length, int(every))
+    if jax.default_backend() == "cpu":
+        # The largest divisor within the cap, so chunks still end on every snapshot and checkpoint step.
+        length = max(d for d in range(1, min(length, CPU_MAX_CHUNK) + 1) if length % d == 0)
     length = max(1, min(length, max(int(config.steps), 1)))
     opt_key = (config.optimizer, config.lr, tuple(sorted(config.sgd.to_dict().items())))
     chunk_fn = _jitted("chunk", (problem, settings, length, opt_key),
