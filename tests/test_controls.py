@@ -58,16 +58,18 @@ def test_three_scales_end_at_the_requested_size(loaded):
 
 
 def test_three_scales_resume_bit_for_bit(loaded, tmp_path):
-    c = config(scales=2, size=64, steps=6, checkpoint_every=3)
+    c = config(scales=2, size=64, steps=6, checkpoint_every=2)
     full, _ = runner.stylize(None, None, c, weights=loaded)
     polls = []
     ckpt = str(tmp_path / "x.ckpt")
-    with pytest.raises(runner.Interrupted):  # stops in the second scale
+    # Polled after each 2-step chunk: the third poll ends the first scale (not an interruption), the fourth
+    # stops the second scale at its step 2.
+    with pytest.raises(runner.Interrupted):
         runner.stylize(None, None, c, weights=loaded, checkpoint_path=ckpt,
                        should_stop=lambda: polls.append(1) or len(polls) >= 3)
     c.resume = True
     resumed, record = runner.stylize(None, None, c, weights=loaded, checkpoint_path=ckpt)
-    assert record["resumed_from"] == 3
+    assert record["resumed_from"] == 2
     assert np.array_equal(full, resumed)
 
 
