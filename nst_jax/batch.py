@@ -305,13 +305,8 @@ def run_round(
     })
     setup_s = time.time() - t0
 
-    low, high = image.pixel_range(source)
-    settings = transfer.StepSettings(
-        steps=int(cfg.steps), low=tuple(map(float, low)), high=tuple(map(float, high)),
-        clip_per_pixel=float(cfg.sgd.clip_per_pixel), sgd_tv_weight=float(cfg.sgd.tv_weight),
-        stop_tol=float(cfg.sgd.stop_tol) if cfg.optimizer == "sgd_paper" else 0.0,
-    )
-    length = max(1, min(int(cfg.chunk), max(int(cfg.steps), 1)))  # results do not depend on the chunk size
+    settings = transfer.step_settings(cfg, source)
+    length = transfer.chunk_length(cfg)  # results do not depend on the chunk size
     opt = optimizers.make(cfg.optimizer, cfg)
     opt_key = (cfg.optimizer, cfg.lr, tuple(sorted(cfg.sgd.to_dict().items())))
     chunk_fn = _jitted(("chunk", problem, settings, length, opt_key), lambda: jax.vmap(

@@ -24,8 +24,6 @@ from nst_jax import weights as weights_lib
 from nst_jax.errors import ImageError, UserError
 
 ImageLike = str | np.ndarray | None
-# On CPU a chunk's steps are unrolled (see transfer.make_chunk), so compile time grows with the chunk: cap it.
-CPU_MAX_CHUNK = 5
 
 
 class NonFiniteLoss(UserError):
@@ -284,21 +282,8 @@ def _run_scale(
     }
     setup_s = time.time() - t0
 
-    low, high = image.pixel_range(source)
-    settings = transfer.StepSettings(
-        steps=int(config.steps), low=tuple(map(float, low)), high=tuple(map(float, high)),
-        clip_per_pixel=float(config.sgd.clip_per_pixel), sgd_tv_weight=float(config.sgd.tv_weight),
-        stop_tol=float(config.sgd.stop_tol) if config.optimizer == "sgd_paper" else 0.0,
-    )
-    # Chunk boundaries fall on every snapshot and checkpoint step, so a resumed run replays the same chunks.
-    length = int(config.chunk)
-    for every in (config.save_every, config.checkpoint_every if checkpoint_path else 0):
-        if every:
-            length = math.gcd(length, int(every))
-    if jax.default_backend() == "cpu":
-        # The largest divisor within the cap, so chunks still end on every snapshot and checkpoint step.
-        length = max(d for d in range(1, min(length, CPU_MAX_CHUNK) + 1) if length % d == 0)
-    length = max(1, min(length, max(int(config.steps), 1)))
+    settings = transfer.step_settings(config, source)
+    length = transfer.chunk_length(config, (config.save_every, config.checkpoint_every if checkpoint_path else 0))
     opt_key = (config.optimizer, config.lr, tuple(sorted(config.sgd.to_dict().items())))
     chunk_fn = _jitted("chunk", (problem, settings, length, opt_key),
                        lambda: transfer.make_chunk(problem, opt, settings, length), donate_argnums=0)

@@ -373,6 +373,33 @@ class StepSettings:
     stop_tol: float = 0.0
 
 
+CPU_MAX_CHUNK = 5
+"""On CPU a chunk's steps are unrolled (see :func:`make_chunk`), so compile time grows with it: the cap."""
+
+
+def step_settings(config: Any, source: str) -> StepSettings:
+    """The compiled-in optimiser constants of a (checked) config for weights of ``source``."""
+    low, high = image.pixel_range(source)
+    return StepSettings(
+        steps=int(config.steps), low=tuple(map(float, low)), high=tuple(map(float, high)),
+        clip_per_pixel=float(config.sgd.clip_per_pixel), sgd_tv_weight=float(config.sgd.tv_weight),
+        stop_tol=float(config.sgd.stop_tol) if config.optimizer == "sgd_paper" else 0.0,
+    )
+
+
+def chunk_length(config: Any, every: Sequence[int] = ()) -> int:
+    """Steps per dispatch: ``config.chunk``, reduced so chunks end on every multiple of each ``every``
+    (snapshots, checkpoints: a resumed run then replays the same chunks), capped on CPU, at most ``steps``."""
+    length = int(config.chunk)
+    for n in every:
+        if n:
+            length = math.gcd(length, int(n))
+    if jax.default_backend() == "cpu":
+        # The largest divisor within the cap, so chunks still end on every snapshot and checkpoint step.
+        length = max(d for d in range(1, min(length, CPU_MAX_CHUNK) + 1) if length % d == 0)
+    return max(1, min(length, max(int(config.steps), 1)))
+
+
 def make_chunk(problem: Problem, opt: optax.GradientTransformation, settings: StepSettings, length: int,
                unroll: bool | None = None) -> Callable[..., Any]:
     """A function running ``length`` steps from ``carry``; steps at or past ``settings.steps`` (or after an
