@@ -233,17 +233,6 @@ def _initial_image(config: Any, content: np.ndarray, key: jax.Array, source: str
     return image.preprocess(jnp.asarray(rgb), source)
 
 
-_JITTED: dict[Any, Any] = {}
-
-
-def _jitted(key: Any, build: Callable[[], Callable[..., Any]], **kwargs: Any) -> Callable[..., Any]:
-    """One jitted function per key for the process (rounds and groups of one problem share compilations)."""
-    key = repr((key, sorted(kwargs.items())))  # a Problem holds dicts (method parameters): repr, not hash
-    if key not in _JITTED:
-        _JITTED[key] = jax.jit(build(), **kwargs)
-    return _JITTED[key]
-
-
 def run_round(
     items: Sequence[_Prepared],
     weights: weights_lib.Weights,
@@ -284,12 +273,12 @@ def run_round(
     x0 = put(np.stack([_initial_image(cfg, it.content, init_key, source) for it in padded]))
 
     t0 = time.time()
-    tgt = _jitted(("targets", problem), lambda: jax.vmap(
+    tgt = runner.jitted(("batch", "targets", problem), lambda: jax.vmap(
         lambda p, c, s: transfer.targets(problem, p, c, s), in_axes=(None, 0, 0)))(params, c, styles)
     base = transfer.paper_scales(problem, params, x0[0])
     if cfg.balance == "auto":
         x_ref = image.preprocess(jax.random.uniform(ref_key, items[0].content.shape, jnp.float32), source)
-        norms = _jitted(("norms", problem), lambda: jax.vmap(
+        norms = runner.jitted(("batch", "norms", problem), lambda: jax.vmap(
             lambda p, t, b, x, k: transfer.gradient_norms(problem, p, t, b, x, k),
             in_axes=(None, 0, None, None, None)))(
             params, tgt, {k: jnp.float32(v) for k, v in base.items()}, jax.device_put(x_ref, replicated),
@@ -309,7 +298,7 @@ def run_round(
     length = transfer.chunk_length(cfg)  # results do not depend on the chunk size
     opt = optimizers.make(cfg.optimizer, cfg)
     opt_key = (cfg.optimizer, cfg.lr, tuple(sorted(cfg.sgd.to_dict().items())))
-    chunk_fn = _jitted(("chunk", problem, settings, length, opt_key), lambda: jax.vmap(
+    chunk_fn = runner.jitted(("batch", "chunk", problem, settings, length, opt_key), lambda: jax.vmap(
         transfer.make_chunk(problem, opt, settings, length), in_axes=(0, None, 0, 0, None)), donate_argnums=0)
     # Copies: an optimiser state may alias x0 (L-BFGS keeps the last iterate), and the carry is donated.
     carry = put((jnp.copy(x0), jax.tree.map(jnp.copy, jax.vmap(opt.init)(x0)),
@@ -353,7 +342,7 @@ def run_round(
     run_s = time.time() - run_t0
 
     x_final = np.concatenate([last_finite, np.asarray(x0)[n_real:]])
-    final_fn = _jitted(("energy", problem), lambda: jax.vmap(
+    final_fn = runner.jitted(("batch", "energy", problem), lambda: jax.vmap(
         lambda p, t, s, x, k, step: transfer.energy(problem, p, t, s, x, jax.random.fold_in(k, step)),
         in_axes=(None, 0, 0, 0, None, 0)))
     final_steps = np.concatenate([steps_done, np.zeros((n - n_real,), np.int64)]).astype(np.int32)

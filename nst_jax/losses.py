@@ -143,15 +143,17 @@ def _check_mmd_args(kernel: str, estimator: str, key: jax.Array | None, params: 
         raise ValueError(f"the rff estimator needs the gaussian kernel, got kernel {kernel!r}")
     if estimator in ("linear", "rff") and key is None:
         raise ValueError(f"the {estimator!r} estimator draws random numbers and needs a key")
-    allowed = _KERNEL_PARAMS[kernel]
+    _check_param_names(params, _KERNEL_PARAMS[kernel], f"kernel {kernel!r}")
+    if "num_features" in params and estimator != "rff":
+        raise ValueError("num_features is a parameter of the rff estimator only")
+
+
+def _check_param_names(params: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)} for kernel {kernel!r}; "
-            f"it takes: {', '.join(allowed) or 'none'}"
+            f"unknown parameter(s) {', '.join(unknown)} for {what}; it takes: {', '.join(allowed) or 'none'}"
         )
-    if "num_features" in params and estimator != "rff":
-        raise ValueError("num_features is a parameter of the rff estimator only")
 
 
 def _is_two(d: Any) -> bool:
@@ -478,13 +480,7 @@ def total_variation(image: jax.Array, *, boundary: str = "free") -> jax.Array:
 def _method_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if method not in METHODS:
         raise ValueError(f"unknown style method {method!r}; known methods: {', '.join(METHODS)}")
-    allowed = _METHOD_PARAMS[method]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)} for style method {method!r}; "
-            f"it takes: {', '.join(allowed) or 'none'}"
-        )
+    _check_param_names(params, _METHOD_PARAMS[method], f"style method {method!r}")
     out = dict(_METHOD_DEFAULTS.get(method, {}))
     out.update(params)
     if "estimator" in out:

@@ -265,13 +265,13 @@ def _run_scale(
         resumed_from = int(carry[2])
 
     t0 = time.time()
-    tgt = _jitted("targets", problem, lambda: functools.partial(transfer.targets, problem))(params, c, styles)
+    tgt = jitted(("targets", problem), lambda: functools.partial(transfer.targets, problem))(params, c, styles)
     base = transfer.paper_scales(problem, params, x0)
     if factors is not None:
         pass  # from the checkpoint: the resumed run continues with exactly the same energy
     elif config.balance == "auto":
         x_ref = image.preprocess(jax.random.uniform(ref_key, content_rgb.shape, jnp.float32), source)
-        norms_fn = _jitted("norms", problem, lambda: functools.partial(transfer.gradient_norms, problem))
+        norms_fn = jitted(("norms", problem), lambda: functools.partial(transfer.gradient_norms, problem))
         base_arrays = {k: jnp.float32(v) for k, v in base.items()}
         factors = transfer.balance_factors(norms_fn(params, tgt, base_arrays, x_ref, balance_key))
     else:
@@ -285,7 +285,7 @@ def _run_scale(
     settings = transfer.step_settings(config, source)
     length = transfer.chunk_length(config, (config.save_every, config.checkpoint_every if checkpoint_path else 0))
     opt_key = (config.optimizer, config.lr, tuple(sorted(config.sgd.to_dict().items())))
-    chunk_fn = _jitted("chunk", (problem, settings, length, opt_key),
+    chunk_fn = jitted(("chunk", problem, settings, length, opt_key),
                        lambda: transfer.make_chunk(problem, opt, settings, length), donate_argnums=0)
 
     t0 = time.time()
@@ -339,7 +339,7 @@ def _run_scale(
 
     final_terms = None
     if nonfinite is None and not interrupted:
-        value, final = _jitted("energy", problem, lambda: functools.partial(transfer.energy, problem))(
+        value, final = jitted(("energy", problem), lambda: functools.partial(transfer.energy, problem))(
             params, tgt, scales, jnp.asarray(last_finite), jax.random.fold_in(loop_key, step)
         )
         final_terms = {"total": float(value), **{k: float(v) for k, v in final.items()}}
@@ -386,10 +386,11 @@ def _run_scale(
 _JITTED: dict[str, Any] = {}
 
 
-def _jitted(name: str, key: Any, build: Callable[[], Callable[..., Any]], **jit_kwargs: Any) -> Callable[..., Any]:
-    """One jitted function per (name, key, extra args), kept for the process: runs of the same problem (a
-    notebook, the comparison, tests) reuse its compilations instead of tracing a fresh closure each time."""
-    cache_key = repr((name, key, sorted(jit_kwargs.items())))
+def jitted(key: Any, build: Callable[[], Callable[..., Any]], **jit_kwargs: Any) -> Callable[..., Any]:
+    """One jitted function per key, kept for the process: runs of the same problem (a notebook, the
+    comparison, batch rounds, tests) reuse its compilations instead of tracing a fresh closure each time.
+    The key is compared by ``repr``: a Problem holds dicts (method parameters), so it is not hashable."""
+    cache_key = repr((key, sorted(jit_kwargs.items())))
     if cache_key not in _JITTED:
         _JITTED[cache_key] = jax.jit(build(), **jit_kwargs)
     return _JITTED[cache_key]
