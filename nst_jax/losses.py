@@ -291,11 +291,14 @@ def _poly2_self(x: jax.Array, g: jax.Array, mu: jax.Array, c: float) -> jax.Arra
     V = mean_ij k(x_i, x_j) = ||G||_F^2 + 2c ||mu||^2 (+ c^2), D = mean_i k(x_i, x_i) = mean (q_i^2 + 2c q_i)
     (+ c^2) with q_i = ||x_i||^2; mean_{i != j} k = (M V - D) / (M - 1) = V + (V - D) / (M - 1).
     """
-    m = x.shape[0]
     q = jnp.sum(jnp.square(x), axis=1)
+    return _poly2_self_from(g, mu, jnp.mean(jnp.square(q)), jnp.mean(q), c, x.shape[0])
+
+
+def _poly2_self_from(g: jax.Array, mu: jax.Array, q2: jax.Array, q: jax.Array, c: float, m: int) -> jax.Array:
+    """:func:`_poly2_self` from the Gram matrix, the mean, mean_i q_i^2 and mean_i q_i (q_i = ||x_i||^2)."""
     v = jnp.sum(jnp.square(g)) + 2.0 * c * jnp.sum(jnp.square(mu))
-    dg = jnp.mean(jnp.square(q) + 2.0 * c * q)
-    return (v - dg) / (m - 1)
+    return (v - (q2 + 2.0 * c * q)) / (m - 1)
 
 
 def _linear_self(ss: jax.Array, m: int) -> jax.Array:
@@ -391,8 +394,7 @@ def gram_loss(x: jax.Array, y: jax.Array) -> jax.Array:
     x: (M, N), y: (M', N) -> scalar.
     """
     _check_samples(x, y)
-    n = x.shape[1]
-    return jnp.sum(jnp.square(gram(x) - gram(y))) / (4.0 * n * n)
+    return _gram_term(gram(x), gram(y))
 
 
 def _safe_sqrt(v: jax.Array) -> jax.Array:
@@ -492,6 +494,97 @@ def _method_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class SampleSums(NamedTuple):
+    """One layer's generated-side statistics as sums over its M positions (see :func:`sample_sums`).
+
+    What the additive methods need of x (M, N) is a sum over its rows, so the sums of disjoint parts of an
+    image (horizontal strips, :mod:`nst_jax.strips`) add up to those of the whole; :func:`style_loss` accepts
+    this in place of x. ``count`` is M (a Python int).
+    """
+
+    sums: Mapping[str, jax.Array]
+    count: int
+
+
+def streamable(method: str, **params: Any) -> bool:
+    """Whether ``method`` with ``params`` needs only :class:`SampleSums` of x: gram, linear, bn, and poly with
+    d = 2 and the full or unbiased estimator (closed forms). The pairwise and random-feature estimators need
+    all of x's samples at once."""
+    p = _method_params(method, params)
+    if method in ("gram", "linear", "bn"):
+        return True
+    return method == "poly" and p["estimator"] in ("full", "unbiased") and _is_two(p["d"])
+
+
+def sample_sums(
+    terms: Sequence[StyleTerm], x: jax.Array, targets: Sequence[Mapping[str, jax.Array]], weights: jax.Array
+) -> dict[str, jax.Array]:
+    """The sums over the rows of x that every (streamable) term's :func:`style_loss` needs.
+
+    Args:
+      terms: the style terms of a layer, each :func:`streamable`.
+      x: (M, N) samples (one strip of a layer); targets: that layer's :func:`style_target` per term.
+      weights: (M,) 1 for rows inside the image, 0 for padding rows (whose x is 0).
+
+    Returns:
+      A subset of ``xx`` (N, N) = x^T x; ``x`` (N,) = sum x_i; ``q``, ``q2`` = sum q_i, sum q_i^2 with
+      q_i = ||x_i||^2 (poly, unbiased); ``bn`` (N,), ``bn2`` (N,) = sum w_i (x_i - s), sum w_i (x_i - s)^2
+      with s the bn target's mean: a shift that keeps the one-pass variance accurate in float32 (the
+      generated and style means are close), held constant. Add them over strips for :class:`SampleSums`.
+    """
+    _check_samples(x)
+    out: dict[str, jax.Array] = {}
+    for term, target in zip(terms, targets, strict=True):
+        if not streamable(term.method, **term.params):
+            raise ValueError(f"style method {term.method!r} with {dict(term.params)} needs all samples at once")
+        if term.method in ("gram", "poly"):
+            out["xx"] = x.T @ x
+        if term.method in ("linear", "poly"):
+            out["x"] = jnp.sum(x, axis=0)
+        if term.method == "poly" and _method_params("poly", term.params)["estimator"] == "unbiased":
+            q = jnp.sum(jnp.square(x), axis=1)
+            out["q"], out["q2"] = jnp.sum(q), jnp.sum(jnp.square(q))
+        if term.method == "bn":
+            d = (x - target["mean"]) * weights[:, None]
+            out["bn"], out["bn2"] = jnp.sum(d, axis=0), jnp.sum(jnp.square(d), axis=0)
+    return out
+
+
+def _style_loss_from_sums(method: str, x: SampleSums, target: Mapping[str, jax.Array], p: Mapping[str, Any]
+                          ) -> jax.Array:
+    m, sums = x.count, x.sums
+    if method == "bn":
+        _need(target, ("mean", "sd"), method)
+        d = sums["bn"] / m
+        return _bn_from_stats(target["mean"] + d, _safe_sqrt(sums["bn2"] / m - jnp.square(d)),
+                              target["mean"], target["sd"])
+    if method == "linear":
+        _need(target, ("mean",), method)
+        return jnp.sum(jnp.square(sums["x"] / m - target["mean"]))
+    if method == "gram":
+        _need(target, ("gram",), method)
+        return _gram_term(sums["xx"] / m, target["gram"])
+    unbiased = p["estimator"] == "unbiased"
+    _need(target, ("gram", "mean") + (("self",) if unbiased else ()), method)
+    gx, mu_x = sums["xx"] / m, sums["x"] / m
+    self_x = _poly2_self_from(gx, mu_x, sums["q2"] / m, sums["q"] / m, p["c"], m) if unbiased else None
+    return _poly2_closed(gx, mu_x, target, p["c"], self_x)
+
+
+def _gram_term(gx: jax.Array, gy: jax.Array) -> jax.Array:
+    n = gx.shape[0]
+    return jnp.sum(jnp.square(gx - gy)) / (4.0 * n * n)
+
+
+def _poly2_closed(gx: jax.Array, mu_x: jax.Array, target: Mapping[str, jax.Array], c: float,
+                  self_x: jax.Array | None) -> jax.Array:
+    """MMD^2 under (a.b + c)^2 from Gram matrices and means; with ``self_x``, the unbiased estimator."""
+    out = jnp.sum(jnp.square(gx - target["gram"])) + 2.0 * c * jnp.sum(jnp.square(mu_x - target["mean"]))
+    if self_x is not None:
+        out = out + self_x + target["self"]
+    return out
+
+
 def style_target(method: str, y: jax.Array, **params: Any) -> dict[str, jax.Array]:
     """Style-side statistics of one layer, computed once per run: y (M', N) -> a dict of arrays (a pytree).
 
@@ -547,9 +640,16 @@ def _need(target: Mapping[str, Any], names: Sequence[str], method: str) -> None:
 
 
 def style_loss(
-    method: str, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None, **params: Any
+    method: str,
+    x: jax.Array | SampleSums,
+    target: Mapping[str, jax.Array],
+    *,
+    key: jax.Array | None = None,
+    **params: Any,
 ) -> jax.Array:
     """One layer's style loss of the generated samples x (M, N) against a :func:`style_target`.
+
+    x may also be the :class:`SampleSums` of the samples, for a :func:`streamable` method.
 
     Equal to the direct loss with the style samples y the target was built from:
       * ``"gram"``: :func:`gram_loss` (x, y).
@@ -564,12 +664,15 @@ def style_loss(
     ``params`` must be those the target was built with; ``key`` is needed by the linear and rff estimators.
     Returns a scalar; :func:`paper_scale` maps it to the official code's energy.
     """
-    _check_samples(x)
     p = _method_params(method, params)
+    if isinstance(x, SampleSums):
+        if not streamable(method, **params):
+            raise ValueError(f"style method {method!r} with {dict(params)} needs the samples, not their sums")
+        return _style_loss_from_sums(method, x, target, p)
+    _check_samples(x)
     if method == "gram":
         _need(target, ("gram",), method)
-        n = x.shape[1]
-        return jnp.sum(jnp.square(gram(x) - target["gram"])) / (4.0 * n * n)
+        return _gram_term(gram(x), target["gram"])
     if method == "linear":
         _need(target, ("mean",), method)
         return jnp.sum(jnp.square(jnp.mean(x, axis=0) - target["mean"]))
@@ -582,12 +685,8 @@ def style_loss(
     unbiased = est == "unbiased"
     if method == "poly" and est in ("full", "unbiased") and _is_two(p["d"]):
         _need(target, ("gram", "mean") + (("self",) if unbiased else ()), method)
-        c = p["c"]
         gx, mu_x = gram(x), jnp.mean(x, axis=0)
-        out = jnp.sum(jnp.square(gx - target["gram"])) + 2.0 * c * jnp.sum(jnp.square(mu_x - target["mean"]))
-        if unbiased:
-            out = out + _poly2_self(x, gx, mu_x, c) + target["self"]
-        return out
+        return _poly2_closed(gx, mu_x, target, p["c"], _poly2_self(x, gx, mu_x, p["c"]) if unbiased else None)
     _need(target, ("samples",), method)
     y = target["samples"]
     _check_samples(x, y)

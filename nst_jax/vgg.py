@@ -100,15 +100,23 @@ class VGG19(nn.Module):
         backward pass (64 channels at full resolution), which this does not shrink: on XLA:CPU it saves
         about 3 % (``benchmarks/memory.py``).
       dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters stay float32.
+      start: the first layer computed; the input is the activation that feeds it (an image for ``conv1_1``,
+        ``pool2``'s output for ``conv3_1``), and layers before it are neither computed nor returned.
+      image_rows: 0, or strip mode (:mod:`nst_jax.strips`): the input is a horizontal slab of an input of
+        ``image_rows`` rows, whose row 0 is row ``first_row`` of that input (a call argument, may be negative,
+        a multiple of 2**poolings). After every layer the rows that fall outside the input at that layer's
+        resolution are set to 0, which is what the zero padding of a convolution over the whole input sees.
     """
 
     layers: Sequence[str]
     pooling: str = "max"
     remat: bool = False
     dtype: Any = jnp.float32
+    start: str = "conv1_1"
+    image_rows: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    def __call__(self, x: jax.Array, first_row: jax.Array | int = 0) -> dict[str, jax.Array]:
         wanted = set(self.layers)
         deepest = max(LAYERS.index(name) for name in self.layers)
         out: dict[str, jax.Array] = {}
@@ -117,16 +125,17 @@ class VGG19(nn.Module):
         # activations for the backward pass and recomputes the rest, so the activations held at once are
         # those of one block instead of the whole trunk. The lifted nn.remat runs in this module's scope,
         # so the parameter tree (conv1_1 ... conv5_4 at the top) is the same either way.
-        for names in _blocks_upto(deepest):
+        for names in _blocks_between(LAYERS.index(self.start), deepest):
             run = nn.remat(self._block(names, wanted)) if self.remat else self._block(names, wanted)
-            x, feats = run(self, x)
+            x, feats = run(self, x, first_row)
             out.update(feats)
         return out
 
     def _block(self, names: tuple[str, ...], wanted: set[str]) -> Any:
-        """``f(module, x) -> (x after names[-1], {requested name: float32 activation})``."""
+        """``f(module, x, first_row) -> (x after names[-1], {requested name: float32 activation})``."""
+        base = downsampling(self.start)
 
-        def run(module: VGG19, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        def run(module: VGG19, x: jax.Array, first_row: jax.Array | int) -> tuple[jax.Array, dict[str, jax.Array]]:
             feats = {}
             for name in names:
                 kind = name[:4]
@@ -137,6 +146,9 @@ class VGG19(nn.Module):
                     x = nn.relu(x)
                 else:
                     x = pool2x2(x, module.pooling)
+                if module.image_rows:
+                    level = downsampling(name) + (kind == "pool") - base
+                    x = mask_rows(x, first_row, level, module.image_rows)
                 if name in wanted:
                     feats[name] = x.astype(jnp.float32)  # losses accumulate in float32 whatever the compute dtype
             return x, feats
@@ -144,10 +156,21 @@ class VGG19(nn.Module):
         return run
 
 
-def _blocks_upto(deepest: int) -> list[tuple[str, ...]]:
-    """``LAYERS[: deepest + 1]`` cut into VGG blocks (each ending at its pool, the last possibly earlier)."""
+def mask_rows(x: jax.Array, first_row: jax.Array | int, level: int, image_rows: int) -> jax.Array:
+    """Zeroes the rows of a slab x (B, h, W, C) at ``level`` poolings that lie outside the input.
+
+    ``first_row``: the input row (level 0) of the slab's level-0 row 0, a multiple of 2**level; the input
+    has ``image_rows`` rows at level 0 and ``image_rows // 2**level`` at ``level`` ('VALID' pooling floors).
+    """
+    rows = first_row // 2**level + jnp.arange(x.shape[1])
+    inside = (rows >= 0) & (rows < image_rows // 2**level)
+    return jnp.where(inside[None, :, None, None], x, jnp.zeros((), x.dtype))
+
+
+def _blocks_between(first: int, deepest: int) -> list[tuple[str, ...]]:
+    """``LAYERS[first : deepest + 1]`` cut into VGG blocks (each ending at its pool, the ends possibly within)."""
     blocks, current = [], []
-    for name in LAYERS[: deepest + 1]:
+    for name in LAYERS[first : deepest + 1]:
         current.append(name)
         if name.startswith("pool"):
             blocks.append(tuple(current))
@@ -178,28 +201,46 @@ def extract(
     *,
     remat: bool = False,
     dtype: Any = jnp.float32,
+    start: str = "conv1_1",
+    image_rows: int = 0,
+    first_row: jax.Array | int = 0,
 ) -> dict[str, jax.Array]:
     """Activations of ``images`` at ``layers``.
 
     Args:
       params: ``{"params": {"conv1_1": {"kernel": (3, 3, 3, 64), "bias": (64,)}, ...}}``; layers deeper
         than the deepest requested one may be absent.
-      images: (B, H, W, 3) float32, preprocessed for the weights' source.
-      layers: names from :data:`LAYERS`.
+      images: (B, H, W, 3) float32, preprocessed for the weights' source; with ``start`` past conv1_1, the
+        (B, H', W', C) activation feeding ``start``.
+      layers: names from :data:`LAYERS`, none before ``start``.
       pooling: ``"max"`` or ``"avg"``.
       remat: rematerialise each VGG block in the backward pass (see :class:`VGG19`).
       dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters stay float32, outputs are float32.
+      start, image_rows, first_row: see :class:`VGG19` (the second half of a network; one slab of rows).
 
     Returns:
-      ``{name: (B, H / 2**k, W / 2**k, C)}`` float32, where k is the number of poolings before the layer.
+      ``{name: (B, H / 2**k, W / 2**k, C)}`` float32, where k is the number of poolings between ``start``
+      and the layer.
     """
     layers = check_layers(layers)
+    check_layers([start])
+    early = [name for name in layers if LAYERS.index(name) < LAYERS.index(start)]
+    if early:
+        raise ValueError(f"layer(s) {', '.join(early)} come before the first computed layer {start}")
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be 'max' or 'avg', not {pooling!r}")
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be (B, H, W, 3), got shape {tuple(images.shape)}")
-    model = VGG19(layers=tuple(sorted(set(layers), key=LAYERS.index)), pooling=pooling, remat=remat, dtype=dtype)
-    return model.apply(params, images)
+    channels = 3 if start == "conv1_1" else layer_channels(LAYERS[LAYERS.index(start) - 1])
+    if images.ndim != 4 or images.shape[-1] != channels:
+        raise ValueError(f"images must be (B, H, W, {channels}), got shape {tuple(images.shape)}")
+    model = VGG19(layers=tuple(sorted(set(layers), key=LAYERS.index)), pooling=pooling, remat=remat, dtype=dtype,
+                  start=start, image_rows=image_rows)
+    return model.apply(params, images, first_row)
+
+
+def layer_channels(layer: str) -> int:
+    """Channels of a layer's activation (conv, relu and pool of block b: 64, 128, 256, 512, 512)."""
+    check_layers([layer])
+    return _BLOCKS[int(layer[4]) - 1][0]  # the block's digit: conv3_2 -> 3
 
 
 def load_params(path: str) -> dict[str, Any]:
