@@ -35,6 +35,7 @@ def get_config() -> config_dict.ConfigDict:
     c.layer_weights = "1,1,1,1,1"
     c.remat = False  # rematerialise VGG blocks in the backward pass: less activation memory, one more forward pass
     c.dtype = "float32"  # VGG compute dtype, "float32" or "bfloat16" (parameters and losses stay float32)
+    c.strips = 1  # > 1: VGG blocks 1-2 in this many horizontal strips: far less memory for large images
 
     # Losses. `kernel`: one method, or a fusion "linear,gaussian" weighted by `kernel_weights`.
     c.kernel = "gram"

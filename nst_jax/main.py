@@ -44,6 +44,8 @@ flags.DEFINE_integer("scales", None, "Coarse to fine: run this many sizes, each 
 flags.DEFINE_string("style_blend", None, "Weights of several styles (--style=a.jpg,b.jpg), e.g. 0.3,0.7.")
 flags.DEFINE_bool("remat", None, "Rematerialise VGG blocks in the backward pass (less memory, more compute).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "VGG compute dtype (parameters and losses stay float32).")
+flags.DEFINE_integer("strips", None, "Compute VGG blocks 1-2 in this many horizontal strips: less memory for "
+                     "large images, the same result (gram, linear, bn, poly at relu1_1/relu2_1).")
 # Batch mode (nst_jax.batch): --content_dir switches it on; --style and --kernel then take ';'-separated lists.
 flags.DEFINE_string("content_dir", None, "Batch mode: stylise every image in this folder (see nst_jax.batch).")
 flags.DEFINE_string("output_dir", None, "Batch mode: where OUT/<content>__<style>__<method>.png and .json go.")
@@ -57,7 +59,7 @@ FLAGS = flags.FLAGS
 OVERRIDES = ("kernel", "kernel_weights", "content", "style", "output", "size", "steps", "optimizer", "weights",
              "seed", "style_weight", "content_weight", "tv_weight", "init", "save_every", "balance",
              "style_size", "style_scale", "lr", "checkpoint_every", "resume",
-             "preserve_colors", "scales", "style_blend", "remat", "dtype")
+             "preserve_colors", "scales", "style_blend", "remat", "dtype", "strips")
 
 
 def main(argv: list[str]) -> None:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nst_jax import color, image, losses, optimizers, vgg
+from nst_jax import color, image, losses, optimizers, strips, vgg
 from nst_jax.errors import ConfigError, ImageError
 
 BALANCES = ("auto", "none")
@@ -153,7 +153,20 @@ def check_config(config: Any) -> None:
     if len(layer_weights) != len(_csv(config.style_layers)):
         raise ConfigError(f"--layer_weights={config.layer_weights}: {len(layer_weights)} weight(s) for "
                           f"{len(_csv(config.style_layers))} style layer(s)")
-    parse_terms(config)
+    terms = parse_terms(config)
+    positive_int("strips", config.strips)
+    if config.strips > 1:
+        head = strips.head(_csv(config.style_layers))
+        for t in terms:
+            if head and not losses.streamable(t.method, **t.params):
+                raise ConfigError(
+                    f"--strips={config.strips}: the {t.method} method ({_describe_params(t)}) needs all of "
+                    f"{head[0]}'s samples at once; strips work with gram, linear, bn and poly (d=2, full or "
+                    f"unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+
+
+def _describe_params(term: losses.StyleTerm) -> str:
+    return ", ".join(f"{k}={v}" for k, v in term.params.items() if k != "block_size") or "no parameters"
 
 
 def default_size(config: Any) -> tuple[int, str | None]:
@@ -213,6 +226,7 @@ class Problem:
     blend: tuple[float, ...] = (1.0,)
     remat: bool = False  # rematerialise VGG blocks in the backward pass (memory for compute)
     dtype: str = "float32"  # VGG compute dtype, "float32" or "bfloat16"; losses stay float32
+    strips: int = 1  # > 1: VGG blocks 1-2 in this many horizontal strips (nst_jax.strips), for memory
 
     def extract(self, params: Any, images: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
         """:func:`nst_jax.vgg.extract` with this problem's pooling, remat and compute dtype."""
@@ -237,6 +251,7 @@ def problem_from_config(config: Any, blend: tuple[float, ...] = (1.0,)) -> Probl
         blend=tuple(blend),
         remat=bool(config.remat),
         dtype=str(config.dtype),
+        strips=int(config.strips),
     )
 
 
@@ -290,10 +305,13 @@ def energy(
     Returns:
       (total, {"content", "style", "tv", "style:<method>" ...}), scalars.
     """
-    feats = features(problem, params, x)
-    content = sum(losses.content_loss(feats[name], tgt["content"][name]) for name in problem.content_layers)
+    if problem.strips > 1:
+        content, samples = _strip_features(problem, params, tgt, x)
+    else:
+        feats = features(problem, params, x)
+        content = sum(losses.content_loss(feats[name], tgt["content"][name]) for name in problem.content_layers)
+        samples = {name: losses.to_samples(feats[name]) for name in problem.style_layers}
     content = scales["content"] * content
-    samples = {name: losses.to_samples(feats[name]) for name in problem.style_layers}
     style, per_term = losses.fused_style_loss(
         samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
         key=key, scales=scales["style"],
@@ -303,6 +321,30 @@ def energy(
     if len(problem.terms) > 1:
         terms.update({f"style:{t.method}": per_term[t.method] for t in problem.terms})
     return content + style + tv, terms
+
+
+def _strip_features(problem: Problem, params: Any, tgt: Mapping[str, Any], x: jax.Array
+                    ) -> tuple[jax.Array, dict[str, jax.Array | losses.SampleSums]]:
+    """The content loss (unweighted) and each style layer's samples or sums, blocks 1-2 in strips."""
+    head_content, head_style = strips.head(problem.content_layers), strips.head(problem.style_layers)
+    tail = [name for name in problem.layers if name not in strips.head(problem.layers)]
+    end, content_sums, style_sums = strips.forward(
+        strips.bind(params, problem.pooling, jnp.dtype(problem.dtype)), x, strips.plan(x.shape[0], problem.strips),
+        {name: tgt["content"][name] for name in head_content},
+        {name: (problem.terms, tgt["style"][name]) for name in head_style},
+        keep_end=bool(tail),
+    )
+    feats = {}
+    if tail:
+        start = vgg.LAYERS[vgg.LAYERS.index(strips.HEAD_END) + 1]
+        feats = vgg.extract(params, end[None], tail, problem.pooling, remat=problem.remat,
+                            dtype=jnp.dtype(problem.dtype), start=start)
+        feats = {name: v[0] for name, v in feats.items()}
+    content = sum(content_sums[name] if name in content_sums else losses.content_loss(feats[name], tgt["content"][name])
+                  for name in problem.content_layers)
+    samples = {name: style_sums[name] if name in style_sums else losses.to_samples(feats[name])
+               for name in problem.style_layers}
+    return content, samples
 
 
 def paper_scales(problem: Problem, params: Any, x: jax.Array) -> dict[tuple[int, str], float]:
@@ -332,6 +374,8 @@ def gradient_norms(
     Returns:
       (1 + number of terms,) float32: [content, term 0, term 1, ...].
     """
+    if problem.strips > 1:
+        return _gradient_norms_by_energy(problem, params, tgt, base, x_ref, key)
     feats, pullback = jax.vjp(lambda x: features(problem, params, x), x_ref)
     layer_weights = dict(zip(problem.style_layers, problem.layer_weights, strict=True))
 
@@ -351,6 +395,31 @@ def gradient_norms(
     norms = []
     for fn in [content_of, *(style_of(i) for i in range(len(problem.terms)))]:
         (g_x,) = pullback(jax.grad(fn)(feats))
+        norms.append(jnp.sqrt(jnp.sum(jnp.square(g_x))))
+    return jnp.stack(norms)
+
+
+def _gradient_norms_by_energy(
+    problem: Problem,
+    params: Any,
+    tgt: Mapping[str, Any],
+    base: Mapping[tuple[int, str], Any],
+    x_ref: jax.Array,
+    key: jax.Array,
+) -> jax.Array:
+    """:func:`gradient_norms` through :func:`energy` (one forward and backward pass per norm), for strips,
+    whose features are never whole: content alone, then each term alone with unit weight."""
+    zero = jnp.zeros((), jnp.float32)
+    parts = [(problem, tgt, {"content": jnp.ones((), jnp.float32), "style": {k: zero for k in base}})]
+    for i, term in enumerate(problem.terms):
+        single = dataclasses.replace(problem, terms=(term._replace(weight=1.0),))
+        single_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
+        parts.append((single, single_tgt,
+                      {"content": zero, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}))
+    norms = []
+    for prob, t, scales in parts:
+        g_x = jax.grad(lambda x, prob=prob, t=t, scales=scales: energy(prob, params, t, scales, x, key,
+                                                                       include_tv=False)[0])(x_ref)
         norms.append(jnp.sqrt(jnp.sum(jnp.square(g_x))))
     return jnp.stack(norms)
 
