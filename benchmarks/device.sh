@@ -9,7 +9,8 @@
 #
 #   0. check     versions, nvidia-smi; stops here unless JAX sees a GPU     (at most 90 s)
 #   1. 512 px    every method, jax / torch_eager / torch_compile           (at most 210 s)
-#   2. memory    python benchmarks/memory.py --sizes=1024,2048 --no-rss    (at most 90 s)
+#   2. memory    python benchmarks/memory.py --sizes=1024,2048 --no-rss --time --strips=8,1 --remat=no
+#                --dtypes=bfloat16,float32: compiled bytes, device peak and ms per step (at most 120 s)
 #   3. 1024 px   gram                                                       (what is left)
 #   4. 1024 px   linear, poly, gaussian, bn, only if 150 s are still left
 #
@@ -20,8 +21,8 @@
 # Writes to OUT_DIR (6 files at most): log.txt (everything printed), results.md (the tables of stages 1, 3 and
 # 4, rewritten after each), results_512.json, results_1024.json, results_1024b.json (benchmarks.run's
 # results.json of stages 1, 3, 4) and memory.md (stage 2, progress lines included, so a cut run keeps the
-# cases it finished). benchmarks.run writes its results once a size is done; if a stage is cut before that,
-# its per-round lines are in log.txt. Its random VGG-19 .pth (no pretrained weights on the machine; 550 MB)
+# cases it finished). benchmarks.run rewrites its results after each method, so a cut stage keeps the
+# methods it finished. Its random VGG-19 .pth (no pretrained weights on the machine; 550 MB)
 # stays in a temporary folder, never in OUT_DIR.
 #
 # Installs nothing: it needs python3 (or $PYTHON) with jax (CUDA), flax, optax, torch, torchvision, pillow and
@@ -43,7 +44,7 @@ if [[ "${NST_BENCH_DRY:-0}" == 1 ]]; then
   caps=(120 500 300)
 else
   device=cuda small=512 large=1024 rounds=3 steps=20 chunk=10 mem_sizes=1024,2048 budget="${NST_BENCH_BUDGET:-330}"
-  caps=(90 210 90)  # check, 512 px, memory
+  caps=(90 210 120)  # check, 512 px, memory
 fi
 start=$SECONDS
 work="$(mktemp -d "${TMPDIR:-/tmp}/nst_bench.XXXXXX")"
@@ -130,7 +131,8 @@ bench() {
 }
 
 bench "$small px" "${caps[1]}" "$small" gram,linear,poly,gaussian,bn "$small"
-stage memory "${caps[2]}" "$out/memory.md" "$py" benchmarks/memory.py --sizes="$mem_sizes" --no-rss
+stage memory "${caps[2]}" "$out/memory.md" "$py" benchmarks/memory.py --sizes="$mem_sizes" --no-rss --time \
+  --strips=8,1 --remat=no --dtypes=bfloat16,float32
 bench "$large px gram" "$budget" "$large" gram "$large"
 if ((budget - (SECONDS - start) >= 150)); then
   bench "$large px other methods" "$budget" "$large" linear,poly,gaussian,bn "${large}b"

@@ -1,7 +1,8 @@
-"""Peak memory of one optimisation step per megapixel, with and without block rematerialisation and bf16.
+"""Peak memory of one optimisation step per megapixel: with and without strips, block rematerialisation, bf16.
 
     python benchmarks/memory.py                          # 1024 and 2048 px, compiled sizes and measured RSS
     python benchmarks/memory.py --sizes=1024 --no-rss    # compiled sizes only (seconds)
+    python benchmarks/memory.py --strips=1,8,16          # which strip counts (--strips of the CLI) to compare
 
 One step is what a run does per iteration with the default config's layers (content relu4_2; style relu1_1,
 relu2_1, relu3_1, relu4_1, relu5_1; max pooling): the VGG-19 forward pass of the generated image, the Gram
@@ -19,12 +20,16 @@ Two figures per case, both divided by the image's megapixels (MB = 10^6 bytes):
 On XLA:CPU the scheduler decides most of the peak: the default (concurrency-optimised) one keeps about
 twice the memory of ``XLA_FLAGS=--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED``; run both.
 
+``strips`` is the CLI's ``--strips`` (:mod:`nst_jax.strips`): VGG blocks 1-2 computed in that many horizontal
+strips, one at a time, so their activations stop setting the peak; the step's value and gradient are the same.
+
 Parameters are random (:func:`nst_jax.vgg.init_params`): memory does not depend on their values.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -39,15 +44,15 @@ import jax.numpy as jnp
 from nst_jax import losses, transfer, vgg
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-CASES = ((False, "float32"), (True, "float32"), (False, "bfloat16"), (True, "bfloat16"))
+CASES = ((False, "float32"), (True, "float32"), (False, "bfloat16"), (True, "bfloat16"))  # (remat, dtype)
 MB = 1e6
 
 
-def problem(remat: bool, dtype: str) -> transfer.Problem:
+def problem(remat: bool, dtype: str, strips: int = 1) -> transfer.Problem:
     return transfer.Problem(
         content_layers=("relu4_2",), style_layers=STYLE_LAYERS, layer_weights=(1.0,) * len(STYLE_LAYERS),
         terms=(losses.StyleTerm("gram", 1.0, {}),), pooling="max", content_weight=1.0, tv_weight=0.0,
-        optimizer="adam", remat=remat, dtype=dtype,
+        optimizer="adam", remat=remat, dtype=dtype, strips=strips,
     )
 
 
@@ -68,17 +73,21 @@ def abstract_inputs(prob: transfer.Problem, size: int) -> tuple[Any, ...]:
     return params, tgt, scales, x, jax.eval_shape(lambda: jax.random.key(0))
 
 
-def compiled_bytes(remat: bool, dtype: str, size: int) -> dict[str, float]:
-    prob = problem(remat, dtype)
+def compiled_bytes(remat: bool, dtype: str, strips: int, size: int, run: bool = False) -> dict[str, float]:
+    """XLA's memory analysis of the compiled step; with ``run``, also :func:`measure_time` of it here."""
+    prob = problem(remat, dtype, strips)
     t0 = time.time()
-    analysis = jax.jit(step_fn(prob)).lower(*abstract_inputs(prob, size)).compile().memory_analysis()
-    return {
+    inputs = concrete_inputs(prob, size) if run else abstract_inputs(prob, size)
+    compiled = jax.jit(step_fn(prob)).lower(*inputs).compile()
+    analysis = compiled.memory_analysis()
+    out = {
         "temp": analysis.temp_size_in_bytes,
         "argument": analysis.argument_size_in_bytes,
         "output": analysis.output_size_in_bytes,
         "total": analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes,
         "compile_s": time.time() - t0,
     }
+    return {**out, **measure_time(compiled, inputs)} if run else out
 
 
 def _status_kb(field: str) -> int:
@@ -89,16 +98,21 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def measure_rss(remat: bool, dtype: str, size: int) -> dict[str, float]:
-    """In this process (run it in a fresh one): peak RSS growth of compiling and running one step."""
-    prob = problem(remat, dtype)
+def concrete_inputs(prob: transfer.Problem, size: int) -> tuple[Any, ...]:
+    """Random parameters and image; targets of the right shapes without a forward pass (constant 0.5), so
+    nothing but the step itself allocates at scale."""
     key = jax.random.key(0)
     params = vgg.init_params(key)
     x = jax.random.uniform(key, (size, size, 3), jnp.float32)
-    # Targets of the right shapes without a forward pass: nothing but the step itself allocates at scale.
     tgt = jax.tree.map(lambda s: jnp.full(s.shape, 0.5, s.dtype), abstract_inputs(prob, size)[1])
     scales = {"content": jnp.float32(1.0), "style": {(0, name): jnp.float32(1.0) for name in STYLE_LAYERS}}
-    jax.block_until_ready((params, tgt, x))
+    return jax.block_until_ready((params, tgt, scales, x, key))
+
+
+def measure_rss(remat: bool, dtype: str, strips: int, size: int) -> dict[str, float]:
+    """In this process (run it in a fresh one): peak RSS growth of compiling and running one step."""
+    prob = problem(remat, dtype, strips)
+    params, tgt, scales, x, key = concrete_inputs(prob, size)
     before = _status_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark (VmHWM) to the current RSS
         f.write("5")
@@ -109,48 +123,87 @@ def measure_rss(remat: bool, dtype: str, size: int) -> dict[str, float]:
     return {"rss_growth": (_status_kb("VmHWM") - before) * 1024.0, "step_s": step_s}
 
 
+def measure_time(compiled: Any, inputs: tuple[Any, ...], repeats: int = 5) -> dict[str, float]:
+    """Median seconds of the compiled step over ``repeats`` after a warm-up, and on a GPU the device's peak
+    bytes in use. The allocator's peak covers the whole process so far, so it is reported only when this
+    step raised it (run the cases from small to large: ``--strips=8,1 --dtypes=bfloat16,float32``)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    before = stats.get("peak_bytes_in_use", 0)
+    jax.block_until_ready(compiled(*inputs))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*inputs))
+        times.append(time.perf_counter() - t0)
+    out = {"step_s": sorted(times)[len(times) // 2]}
+    stats = jax.devices()[0].memory_stats() or {}
+    if stats.get("peak_bytes_in_use", 0) > before:
+        out["device_peak"] = float(stats["peak_bytes_in_use"])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1024,2048", help="comma-separated square image sizes in px")
+    parser.add_argument("--strips", default="1,8", help="comma-separated strip counts (1: whole image)")
+    parser.add_argument("--remat", default="no,yes", help="comma-separated: no, yes (block rematerialisation)")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated VGG compute dtypes")
     parser.add_argument("--no-rss", action="store_true", help="compiled sizes only (no subprocess runs)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # "remat,dtype,size": measure RSS and print JSON
+    parser.add_argument("--time", action="store_true", help="also run each step here: median s/step (GPU, TPU)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # "remat,dtype,strips,size": measure RSS, print JSON
     args = parser.parse_args()
     if args.child:
-        remat, dtype, size = args.child.split(",")
-        print(json.dumps(measure_rss(remat == "1", dtype, int(size))))
+        remat, dtype, strips, size = args.child.split(",")
+        print(json.dumps(measure_rss(remat == "1", dtype, int(strips), int(size))))
         return
 
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         mp = size * size / 1e6
-        for remat, dtype in CASES:
-            row = {"size": size, "remat": remat, "dtype": dtype, **compiled_bytes(remat, dtype, size)}
+        cases = [(remat, dtype) for remat, dtype in CASES
+                 if ("yes" if remat else "no") in args.remat.split(",") and dtype in args.dtypes.split(",")]
+        for strips, (remat, dtype) in itertools.product([int(n) for n in args.strips.split(",")], cases):
+            row = {"size": size, "strips": strips, "remat": remat, "dtype": dtype,
+                   **compiled_bytes(remat, dtype, strips, size, run=args.time)}
             if not args.no_rss and os.path.exists("/proc/self/clear_refs"):
                 proc = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), f"--child={int(remat)},{dtype},{size}"],
+                    [sys.executable, os.path.abspath(__file__), f"--child={int(remat)},{dtype},{strips},{size}"],
                     capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
                 )
                 if proc.returncode == 0:
                     row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
                 else:
-                    print(f"RSS run failed for {size} px remat={remat} {dtype}: {proc.stderr[-500:]}",
-                          file=sys.stderr)
+                    print(f"RSS run failed for {size} px strips={strips} remat={remat} {dtype}: "
+                          f"{proc.stderr[-500:]}", file=sys.stderr)
             rows.append(row)
-            print(f"{size} px remat={remat} {dtype}: compiled {row['total'] / MB / mp:.0f} MB/MP"
-                  + (f", RSS {row['rss_growth'] / MB / mp:.0f} MB/MP, step {row['step_s']:.1f} s"
-                     if "rss_growth" in row else ""), file=sys.stderr, flush=True)
+            print(f"{size} px strips={strips} remat={remat} {dtype}: " + _summary(row), file=sys.stderr, flush=True)
 
     print(f"\nOne step (forward + input gradient, Gram + content loss), {jax.default_backend()} "
-          f"({platform.processor() or platform.machine()}), jax {jax.__version__}, "
+          f"({jax.devices()[0].device_kind}, {platform.machine()}), jax {jax.__version__}, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; MB = 10^6 bytes, MP = 10^6 px\n")
-    print("| size | remat | dtype | temp MB | args MB | out MB | compiled MB/MP | RSS growth MB/MP | step s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| size | strips | remat | dtype | temp MB | args MB | out MB | compiled MB/MP | RSS growth MB/MP "
+          "| device peak MB/MP | step ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         mp = r["size"] ** 2 / 1e6
         rss = f"{r['rss_growth'] / MB / mp:.0f}" if "rss_growth" in r else "-"
-        step = f"{r['step_s']:.1f}" if "step_s" in r else "-"
-        print(f"| {r['size']} | {'yes' if r['remat'] else 'no'} | {r['dtype']} | {r['temp'] / MB:.0f} | "
-              f"{r['argument'] / MB:.0f} | {r['output'] / MB:.0f} | {r['total'] / MB / mp:.0f} | {rss} | {step} |")
+        peak = f"{r['device_peak'] / MB / mp:.0f}" if "device_peak" in r else "-"
+        step = f"{1e3 * r['step_s']:.1f}" if "step_s" in r else "-"
+        print(f"| {r['size']} | {r['strips']} | {'yes' if r['remat'] else 'no'} | {r['dtype']} | "
+              f"{r['temp'] / MB:.0f} | {r['argument'] / MB:.0f} | {r['output'] / MB:.0f} | "
+              f"{r['total'] / MB / mp:.0f} | {rss} | {peak} | {step} |")
+
+
+def _summary(row: dict[str, Any]) -> str:
+    mp = row["size"] ** 2 / 1e6
+    parts = [f"compiled {row['total'] / MB / mp:.0f} MB/MP"]
+    if "rss_growth" in row:
+        parts.append(f"RSS {row['rss_growth'] / MB / mp:.0f} MB/MP")
+    if "device_peak" in row:
+        parts.append(f"device peak {row['device_peak'] / MB / mp:.0f} MB/MP")
+    if "step_s" in row:
+        parts.append(f"step {1e3 * row['step_s']:.1f} ms")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":
