@@ -120,7 +120,9 @@ def test_strips_give_the_whole_image_energy_and_gradient(terms, content, pooling
     def run(problem):
         fn = jax.value_and_grad(lambda y: transfer.energy(problem, random_params, tgt, scales, y, keys[0]),
                                 has_aux=True)
-        return jax.jit(fn)(x)
+        # Full float32 convolutions: on a GPU the default (TF32) rounds each evaluation differently, by ~1e-3.
+        with jax.default_matmul_precision("highest"):
+            return jax.jit(fn)(x)
 
     (e1, t1), g1 = run(whole)
     (en, tn), gn = run(dataclasses.replace(whole, strips=n))
@@ -142,17 +144,18 @@ def test_a_short_halo_would_be_wrong(random_params):
 
 
 def test_strips_take_less_memory():
-    # The point of strips, as XLA compiles the step (temporaries; a 128 px image, Gram, no execution).
+    # The point of strips, as XLA compiles the step (temporaries; a 512 px image, Gram, nothing executed).
+    # Measured: 0.3x on XLA:CPU, 0.4x on a GPU at 1024 px (benchmarks/memory.py).
     def temp_bytes(n):
         problem = _problem([losses.StyleTerm("gram")], ("relu2_2",), "max", n)
         params = vgg.param_shapes()
-        x = jax.ShapeDtypeStruct((128, 128, 3), jnp.float32)
+        x = jax.ShapeDtypeStruct((512, 512, 3), jnp.float32)
         tgt = jax.eval_shape(lambda p, c: transfer.targets(problem, p, c, [c]), params, x)
         scales = {"content": 1.0, "style": {(0, name): 1.0 for name in STYLE}}
         step = jax.grad(lambda y, p, t: transfer.energy(problem, p, t, scales, y, jax.random.key(0))[0])
         return jax.jit(step).lower(x, params, tgt).compile().memory_analysis().temp_size_in_bytes
 
-    assert temp_bytes(8) < 0.5 * temp_bytes(1)
+    assert temp_bytes(8) < 0.6 * temp_bytes(1)
 
 
 def _config(random_weights, tmp_path, **overrides):
