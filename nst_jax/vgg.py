@@ -98,7 +98,7 @@ class VGG19(nn.Module):
       remat: rematerialise each block in the backward pass: the activations kept for it shrink to the block
         inputs and the requested layers, for one more forward pass. The peak of a step is block 1's own
         backward pass (64 channels at full resolution), which this does not shrink: on XLA:CPU it saves
-        about 3 % (``benchmarks/memory.py``).
+        about 3 % (``benchmarks/memory.py``); :mod:`nst_jax.strips` does (``image_rows`` below).
       dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters stay float32.
       start: the first layer computed; the input is the activation that feeds it (an image for ``conv1_1``,
         ``pool2``'s output for ``conv3_1``), and layers before it are neither computed nor returned.
