@@ -143,6 +143,23 @@ def test_a_short_halo_would_be_wrong(random_params):
     assert float(jnp.abs(short - whole).max()) > 1e-3 * float(jnp.abs(whole).max())
 
 
+def test_strips_alone_when_no_layer_lies_past_pool2(random_params):
+    # Content and style all within blocks 1-2: pool2's output is not needed and not returned.
+    keys = jax.random.split(jax.random.key(3), 3)
+    x, c, y = (jax.random.uniform(k, (19, 13, 3), minval=-2.0, maxval=2.0) for k in keys)
+    extract = strips.bind(random_params, "max", jnp.float32)
+    whole = {name: v[0] for name, v in extract(x[None], ("relu1_2", "relu2_1")).items()}
+    content = extract(c[None], ("relu1_2",))["relu1_2"][0]
+    term = losses.StyleTerm("gram")
+    target = losses.style_target("gram", losses.to_samples(extract(y[None], ("relu2_1",))["relu2_1"][0]))
+    end, content_sums, sums = strips.forward(extract, x, strips.plan(19, 3), {"relu1_2": content},
+                                             {"relu2_1": ([term], [target])}, keep_end=False)
+    assert end is None
+    np.testing.assert_allclose(content_sums["relu1_2"], losses.content_loss(whole["relu1_2"], content), rtol=1e-5)
+    np.testing.assert_allclose(losses.style_loss("gram", sums["relu2_1"], target),
+                               losses.style_loss("gram", losses.to_samples(whole["relu2_1"]), target), rtol=1e-5)
+
+
 def test_strips_take_less_memory():
     # The point of strips, as XLA compiles the step (temporaries; a 512 px image, Gram, nothing executed).
     # Measured: 0.3x on XLA:CPU, 0.4x on a GPU at 1024 px (benchmarks/memory.py).
