@@ -24,7 +24,6 @@ number and XLA cannot schedule two strips' activations at once.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +37,8 @@ HEAD_BLOCKS = 2
 """Blocks computed in strips: 1 and 2, the full- and half-resolution ones."""
 
 HEAD_END = f"pool{HEAD_BLOCKS}"
+TAIL_START = vgg.LAYERS[vgg.LAYERS.index(HEAD_END) + 1]
+"""The first layer after the strips (conv3_1): the rest of the network runs on the whole of pool2's output."""
 
 
 def head(layers: Sequence[str]) -> tuple[str, ...]:
@@ -91,11 +92,6 @@ def _round_up(n: int, unit: int) -> int:
     return -(-n // unit) * unit
 
 
-def _level(layer: str) -> int:
-    """Poolings up to and including ``layer``: the resolution level of its output."""
-    return vgg.downsampling(layer) + layer.startswith("pool")
-
-
 def forward(
     extract: Any,
     x: jax.Array,
@@ -107,7 +103,8 @@ def forward(
     """Blocks 1-2 of one image, strip by strip.
 
     Args:
-      extract: ``vgg.extract`` with the network's parameters, pooling and dtype bound (``functools.partial``).
+      extract: ``vgg.extract`` with the network's parameters, pooling and compute dtype bound, e.g.
+        ``functools.partial(problem.extract, params, remat=False)`` (each strip is rematerialised whole).
       x: (H, W, 3) the preprocessed image, H == ``p.rows``.
       content_targets: {layer in blocks 1-2: (h, w, C) the content's activation}.
       style_terms: {layer in blocks 1-2: (its streamable terms, their targets)}.
@@ -122,7 +119,7 @@ def forward(
     x_pad = jnp.pad(x, ((p.halo, p.count * p.strip - p.rows + p.halo), (0, 0), (0, 0)))
     # Content targets padded with zero rows to whole strips (the generated side is 0 there too).
     padded_content = {
-        name: jnp.pad(t, ((0, (p.count * p.strip >> _level(name)) - t.shape[0]), (0, 0), (0, 0)))
+        name: jnp.pad(t, ((0, (p.count * p.strip >> vgg.level(name)) - t.shape[0]), (0, 0), (0, 0)))
         for name, t in content_targets.items()
     }
 
@@ -133,17 +130,17 @@ def forward(
         feats = extract(slab[None], wanted, image_rows=p.rows, first_row=top - p.halo)
 
         def interior(name: str) -> jax.Array:
-            level = _level(name)
+            level = vgg.level(name)
             return feats[name][0, p.halo >> level : (p.halo + p.strip) >> level]
 
         content = {}
         for name, t in padded_content.items():
-            rows = p.strip >> _level(name)
+            rows = p.strip >> vgg.level(name)
             content[name] = losses.content_loss(interior(name), lax.dynamic_slice_in_dim(t, i * rows, rows, axis=0))
         sums = {}
         for name, (terms, targets) in style_terms.items():
             f = interior(name)
-            level = _level(name)
+            level = vgg.level(name)
             image_row = i * (p.strip >> level) + jnp.arange(f.shape[0])
             weights = jnp.repeat((image_row < p.rows >> level).astype(f.dtype), f.shape[1])
             sums[name] = losses.sample_sums(terms, losses.to_samples(f), targets, weights)
@@ -152,15 +149,10 @@ def forward(
     end, content, sums = lax.map(one, jnp.arange(p.count))
     if keep_end:
         end = end.reshape((-1,) + end.shape[2:])[: p.rows >> HEAD_BLOCKS]
-    counts = {name: (p.rows >> _level(name)) * (x.shape[1] >> _level(name)) for name in style_terms}
+    counts = {name: (p.rows >> vgg.level(name)) * (x.shape[1] >> vgg.level(name)) for name in style_terms}
     return (
         end,
         {name: jnp.sum(v) for name, v in content.items()},
         {name: losses.SampleSums(jax.tree.map(lambda a: jnp.sum(a, axis=0), s), counts[name])
          for name, s in sums.items()},
     )
-
-
-def bind(params: Any, pooling: str, dtype: Any) -> Any:
-    """``vgg.extract`` with ``params``, ``pooling`` and ``dtype`` fixed, as :func:`forward` takes it."""
-    return functools.partial(vgg.extract, params, pooling=pooling, dtype=dtype)

@@ -23,6 +23,7 @@ style/content gradient ratio whatever the weights' feature scale.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -228,9 +229,12 @@ class Problem:
     dtype: str = "float32"  # VGG compute dtype, "float32" or "bfloat16"; losses stay float32
     strips: int = 1  # > 1: VGG blocks 1-2 in this many horizontal strips (nst_jax.strips), for memory
 
-    def extract(self, params: Any, images: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
-        """:func:`nst_jax.vgg.extract` with this problem's pooling, remat and compute dtype."""
-        return vgg.extract(params, images, layers, self.pooling, remat=self.remat, dtype=jnp.dtype(self.dtype))
+    def extract(self, params: Any, images: jax.Array, layers: Sequence[str], **options: Any
+                ) -> dict[str, jax.Array]:
+        """:func:`nst_jax.vgg.extract` with this problem's pooling, remat and compute dtype; ``options`` are
+        further keyword arguments of it (``start``, a slab's rows) or override ``remat``."""
+        return vgg.extract(params, images, layers, self.pooling,
+                           **{"remat": self.remat, "dtype": jnp.dtype(self.dtype), **options})
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -329,17 +333,14 @@ def _strip_features(problem: Problem, params: Any, tgt: Mapping[str, Any], x: ja
     head_content, head_style = strips.head(problem.content_layers), strips.head(problem.style_layers)
     tail = [name for name in problem.layers if name not in strips.head(problem.layers)]
     end, content_sums, style_sums = strips.forward(
-        strips.bind(params, problem.pooling, jnp.dtype(problem.dtype)), x, strips.plan(x.shape[0], problem.strips),
+        functools.partial(problem.extract, params, remat=False), x, strips.plan(x.shape[0], problem.strips),
         {name: tgt["content"][name] for name in head_content},
         {name: (problem.terms, tgt["style"][name]) for name in head_style},
         keep_end=bool(tail),
     )
     feats = {}
     if tail:
-        start = vgg.LAYERS[vgg.LAYERS.index(strips.HEAD_END) + 1]
-        feats = vgg.extract(params, end[None], tail, problem.pooling, remat=problem.remat,
-                            dtype=jnp.dtype(problem.dtype), start=start)
-        feats = {name: v[0] for name, v in feats.items()}
+        feats = {name: v[0] for name, v in problem.extract(params, end[None], tail, start=strips.TAIL_START).items()}
     content = sum(content_sums[name] if name in content_sums else losses.content_loss(feats[name], tgt["content"][name])
                   for name in problem.content_layers)
     samples = {name: style_sums[name] if name in style_sums else losses.to_samples(feats[name])
@@ -369,13 +370,24 @@ def gradient_norms(
     """L2 norms of d(content energy)/dx and of each method's d(style energy)/dx at ``x_ref``.
 
     The style energy of method t is sum_l w_l c_t(M_l, N_l) L_t with unit style and kernel weights. One
-    forward pass through VGG-19 is shared; each norm costs one backward pass.
+    forward pass through VGG-19 is shared; each norm costs one backward pass. With strips the features are
+    never whole, so each norm is the gradient of :func:`energy` with the other parts' multipliers at 0 (one
+    forward and backward pass per norm).
 
     Returns:
       (1 + number of terms,) float32: [content, term 0, term 1, ...].
     """
     if problem.strips > 1:
-        return _gradient_norms_by_energy(problem, params, tgt, base, x_ref, key)
+        zero = jnp.zeros((), jnp.float32)
+        parts = [(problem, tgt, {"content": jnp.ones((), jnp.float32), "style": {k: zero for k in base}})]
+        for i, term in enumerate(problem.terms):
+            single = dataclasses.replace(problem, terms=(term._replace(weight=1.0),))
+            single_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
+            parts.append((single, single_tgt,
+                          {"content": zero, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}))
+        grads = [jax.grad(lambda x, p=p, t=t, s=s: energy(p, params, t, s, x, key, include_tv=False)[0])(x_ref)
+                 for p, t, s in parts]
+        return jnp.stack([jnp.sqrt(jnp.sum(jnp.square(g))) for g in grads])
     feats, pullback = jax.vjp(lambda x: features(problem, params, x), x_ref)
     layer_weights = dict(zip(problem.style_layers, problem.layer_weights, strict=True))
 
@@ -395,31 +407,6 @@ def gradient_norms(
     norms = []
     for fn in [content_of, *(style_of(i) for i in range(len(problem.terms)))]:
         (g_x,) = pullback(jax.grad(fn)(feats))
-        norms.append(jnp.sqrt(jnp.sum(jnp.square(g_x))))
-    return jnp.stack(norms)
-
-
-def _gradient_norms_by_energy(
-    problem: Problem,
-    params: Any,
-    tgt: Mapping[str, Any],
-    base: Mapping[tuple[int, str], Any],
-    x_ref: jax.Array,
-    key: jax.Array,
-) -> jax.Array:
-    """:func:`gradient_norms` through :func:`energy` (one forward and backward pass per norm), for strips,
-    whose features are never whole: content alone, then each term alone with unit weight."""
-    zero = jnp.zeros((), jnp.float32)
-    parts = [(problem, tgt, {"content": jnp.ones((), jnp.float32), "style": {k: zero for k in base}})]
-    for i, term in enumerate(problem.terms):
-        single = dataclasses.replace(problem, terms=(term._replace(weight=1.0),))
-        single_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
-        parts.append((single, single_tgt,
-                      {"content": zero, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}))
-    norms = []
-    for prob, t, scales in parts:
-        g_x = jax.grad(lambda x, prob=prob, t=t, scales=scales: energy(prob, params, t, scales, x, key,
-                                                                       include_tv=False)[0])(x_ref)
         norms.append(jnp.sqrt(jnp.sum(jnp.square(g_x))))
     return jnp.stack(norms)
 

@@ -76,6 +76,11 @@ def downsampling(layer: str) -> int:
     return sum(1 for name in LAYERS[: LAYERS.index(layer)] if name.startswith("pool"))
 
 
+def level(layer: str) -> int:
+    """How many 2x poolings lie up to and including ``layer``: its output is at 1 / 2**level resolution."""
+    return downsampling(layer) + layer.startswith("pool")
+
+
 def pool2x2(x: jax.Array, pooling: str) -> jax.Array:
     """2x2 pooling with stride 2, 'VALID' (an odd last row or column is dropped): (B, H, W, C) -> (B, H//2, W//2, C).
 
@@ -147,8 +152,7 @@ class VGG19(nn.Module):
                 else:
                     x = pool2x2(x, module.pooling)
                 if module.image_rows:
-                    level = downsampling(name) + (kind == "pool") - base
-                    x = mask_rows(x, first_row, level, module.image_rows)
+                    x = mask_rows(x, first_row, level(name) - base, module.image_rows)
                 if name in wanted:
                     feats[name] = x.astype(jnp.float32)  # losses accumulate in float32 whatever the compute dtype
             return x, feats
@@ -156,14 +160,14 @@ class VGG19(nn.Module):
         return run
 
 
-def mask_rows(x: jax.Array, first_row: jax.Array | int, level: int, image_rows: int) -> jax.Array:
-    """Zeroes the rows of a slab x (B, h, W, C) at ``level`` poolings that lie outside the input.
+def mask_rows(x: jax.Array, first_row: jax.Array | int, poolings: int, image_rows: int) -> jax.Array:
+    """Zeroes the rows of a slab x (B, h, W, C), ``poolings`` 2x poolings below the input, that lie outside it.
 
-    ``first_row``: the input row (level 0) of the slab's level-0 row 0, a multiple of 2**level; the input
-    has ``image_rows`` rows at level 0 and ``image_rows // 2**level`` at ``level`` ('VALID' pooling floors).
+    ``first_row``: the input row of the slab's row 0 at the input's resolution, a multiple of 2**poolings; the
+    input has ``image_rows`` rows, and ``image_rows // 2**poolings`` at x's resolution ('VALID' pooling floors).
     """
-    rows = first_row // 2**level + jnp.arange(x.shape[1])
-    inside = (rows >= 0) & (rows < image_rows // 2**level)
+    rows = first_row // 2**poolings + jnp.arange(x.shape[1])
+    inside = (rows >= 0) & (rows < image_rows // 2**poolings)
     return jnp.where(inside[None, :, None, None], x, jnp.zeros((), x.dtype))
 
 

@@ -4,6 +4,7 @@ whole-image step, less memory; and the pieces it is built from (second half of V
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -135,7 +136,7 @@ def test_strips_give_the_whole_image_energy_and_gradient(terms, content, pooling
 def test_a_short_halo_would_be_wrong(random_params):
     # The check above can fail: with half the halo the strips' rows near their edges are not the image's.
     x = jax.random.uniform(jax.random.key(0), (24, 16, 3), minval=-2.0, maxval=2.0)
-    extract = strips.bind(random_params, "max", jnp.float32)
+    extract = functools.partial(vgg.extract, random_params, pooling="max")
     whole = extract(x[None], ("pool2",))["pool2"][0]
     good = strips.forward(extract, x, strips.plan(24, 3), {}, {}, keep_end=True)[0]
     short = strips.forward(extract, x, dataclasses.replace(strips.plan(24, 3), halo=4), {}, {}, keep_end=True)[0]
@@ -147,7 +148,7 @@ def test_strips_alone_when_no_layer_lies_past_pool2(random_params):
     # Content and style all within blocks 1-2: pool2's output is not needed and not returned.
     keys = jax.random.split(jax.random.key(3), 3)
     x, c, y = (jax.random.uniform(k, (19, 13, 3), minval=-2.0, maxval=2.0) for k in keys)
-    extract = strips.bind(random_params, "max", jnp.float32)
+    extract = functools.partial(vgg.extract, random_params, pooling="max")
     whole = {name: v[0] for name, v in extract(x[None], ("relu1_2", "relu2_1")).items()}
     content = extract(c[None], ("relu1_2",))["relu1_2"][0]
     term = losses.StyleTerm("gram")
