@@ -88,14 +88,20 @@ def prepare_images(content: ImageLike, style: ImageLike | list[ImageLike], confi
                    ) -> tuple[tuple[np.ndarray, str], list[tuple[np.ndarray, str]]]:
     """The content at the run's size and each style at its size (see ``style_resize``), with a description
     of where each came from."""
-    size = transfer.default_size(config)[0]
     content_rgb, content_desc = _input(content, "content")
-    content_rgb = image.resize_long_edge(content_rgb, size)
-    styles = []
-    for one in style_inputs(style):
-        rgb, desc = _input(one, "style")
-        styles.append((image.resize(rgb, transfer.style_shape(content_rgb.shape[:2], rgb.shape[:2], config)), desc))
-    return (content_rgb, content_desc), styles
+    styles = [_input(one, "style") for one in style_inputs(style)]
+    content_rgb, style_rgbs = resized_inputs(content_rgb, [rgb for rgb, _ in styles], transfer.default_size(config)[0],
+                                             config)
+    return (content_rgb, content_desc), list(zip(style_rgbs, [desc for _, desc in styles], strict=True))
+
+
+def resized_inputs(content_rgb: np.ndarray, style_rgbs: list[np.ndarray], long_edge: int, config: Any,
+                   factor: float = 1.0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The content at ``long_edge`` px and each style at its size for it (``transfer.style_shape``; ``factor``
+    scales an explicit style size, for the coarse scales of a coarse-to-fine run)."""
+    content_rgb = image.resize_long_edge(content_rgb, long_edge)
+    return content_rgb, [image.resize(rgb, transfer.style_shape(content_rgb.shape[:2], rgb.shape[:2], config,
+                                                                factor=factor)) for rgb in style_rgbs]
 
 
 def scale_sizes(size: int, scales: int) -> list[int]:
@@ -173,10 +179,9 @@ def stylize(
     result = None
     per_scale = []
     for k, size_k in enumerate(sizes):
-        content_rgb = image.resize_long_edge(content_full, size_k)
         # Style sizes follow the content's scale, so texture size relative to the content stays the same.
-        style_rgbs = [image.resize(rgb, transfer.style_shape(content_rgb.shape[:2], rgb.shape[:2], config,
-                                                            factor=size_k / size)) for rgb, _ in styles_full]
+        content_rgb, style_rgbs = resized_inputs(content_full, [rgb for rgb, _ in styles_full], size_k, config,
+                                                 factor=size_k / size)
         run_content, run_styles = colour_inputs(config.preserve_colors, content_rgb, style_rgbs)
         init_rgb = None if result is None else image.resize(result, content_rgb.shape[:2])
         last = k == len(sizes) - 1
