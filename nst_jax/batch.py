@@ -8,14 +8,15 @@ is one fused method, ``--style=a.jpg,b.jpg`` one blend of two styles). Job ``C x
 ``OUT/<C stem>__<S stem>__<M>.png`` and its run record ``.json`` beside it (a fusion's methods are joined by
 ``+``, a blend's style stems too).
 
-Same result as a single run. Every job uses ``config.seed`` exactly as a single run does (the same key
-splits: init, loop, balance, reference image), the same balance factors (computed per job, from its own
-targets) and the same energy, so job ``C x S x M`` gives the image of ``python -m nst_jax.main --content=C
---style=S --kernel=M`` with the same config, up to float rounding (the tests check 1/255).
+Same result as a single run. A round is :func:`nst_jax.job.run` of its jobs stacked on a job axis: every job
+uses ``config.seed`` exactly as a single run does (:func:`nst_jax.job.keys`), the same balance factors
+(computed per job, from its own targets) and the same energy, so job ``C x S x M`` computes what
+``python -m nst_jax.main --content=C --style=S --kernel=M`` with the same config computes, up to float
+rounding (the order of a vmapped computation's float operations can differ from the single run's).
 
 Devices. Jobs with the same :class:`~nst_jax.transfer.Problem` and image shapes form a group; a group runs in
 rounds of ``jobs_per_device`` x (local devices) jobs, stacked on a leading job axis: the pure step of a single
-run (:func:`nst_jax.transfer.make_chunk`) is ``jax.vmap``-ed over that axis and the stack is sharded over a
+run (:func:`nst_jax.transfer.chunk`) is ``jax.vmap``-ed over that axis and the stack is sharded over a
 one-axis ``jax.sharding.Mesh`` of the local devices with ``NamedSharding(mesh, P("jobs"))``, so each device
 optimises its own images and no data moves between devices. A round that does not fill the devices is padded
 with copies of its last job (their results are discarded).
@@ -25,7 +26,7 @@ as on a Cloud TPU pod slice); the sorted job list is the same on every process a
 ``i % process_count``: no job runs twice, none is dropped. Each process runs its share on its own devices and
 writes its own outputs (a shared ``output_dir`` collects them all; on per-host disks, each host's share).
 
-Resuming. A job whose image and record exist and whose record parses is complete (:func:`nst_jax.cli.
+Resuming. A job whose image and record exist and whose record parses is complete (:func:`nst_jax.outputs.
 write_outputs` writes the record after the image) and is skipped, so rerunning the same command after a
 pre-emption runs only the jobs that were missing. A job is the unit: a round cut short is rerun whole.
 
@@ -36,7 +37,6 @@ Not stacked: coarse-to-fine runs (``scales`` > 1) and colour preservation run jo
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import inspect
 import json
 import math
@@ -47,18 +47,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import nst_jax
-from nst_jax import cli, image, optimizers, runner, transfer
+from nst_jax import config as cfg_lib
+from nst_jax import job as job_lib
+from nst_jax import outputs, runner
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ConfigError, UserError
 
 CONTENT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-DTYPES = ("float32", "bfloat16")
 MESH_AXIS = "jobs"
 SHUTDOWN_TIMEOUT_S = 24 * 3600
 
@@ -81,7 +80,7 @@ class Job:
       content: content image path.
       style: style image path, or several comma-separated (a blend), as ``--style`` of a single run.
       kernel: one method or a comma-separated fusion, as ``--kernel`` of a single run.
-      output: the output image path; the record goes beside it (:func:`nst_jax.cli.record_path`).
+      output: the output image path; the record goes beside it (:func:`nst_jax.outputs.record_path`).
     """
 
     content: str
@@ -162,7 +161,7 @@ def process_share(jobs: Sequence[Job], process_index: int, process_count: int) -
 
 def is_complete(job: Job) -> bool:
     """The job's image exists and its record exists and parses (the record is written last)."""
-    record = cli.record_path(job.output)
+    record = outputs.record_path(job.output)
     if not (os.path.isfile(job.output) and os.path.isfile(record)):
         return False
     try:
@@ -181,22 +180,13 @@ def job_config(config: Any, job: Job) -> Any:
 
 
 def check_batch_config(config: Any, jobs: Sequence[Job]) -> None:
-    """Checks ``remat`` and ``dtype`` and, for each job's method, what a single run checks."""
-    if config.get("dtype", "float32") not in DTYPES:
-        raise ConfigError(f"--dtype={config.dtype}: expected one of {', '.join(DTYPES)}")
-    if not isinstance(config.get("remat", False), bool):
-        raise ConfigError(f"--remat={config.remat}: expected true or false")
+    """For each job's method, what a single run checks (:func:`nst_jax.config.check`)."""
     for kernel in sorted({job.kernel for job in jobs}):
-        transfer.check_config(job_config(config, dataclasses.replace(jobs[0], kernel=kernel)))
+        cfg_lib.check(job_config(config, dataclasses.replace(jobs[0], kernel=kernel)))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Stacked runs.
-
-
-def problem_for(config: Any, n_styles: int) -> transfer.Problem:
-    """The run's :class:`~nst_jax.transfer.Problem`, as :func:`nst_jax.runner.stylize` builds it."""
-    return transfer.problem_from_config(config, transfer.blend_weights(config, n_styles))
 
 
 def _stackable(config: Any) -> bool:
@@ -207,30 +197,17 @@ def _stackable(config: Any) -> bool:
 class _Prepared:
     job: Job
     index: int  # in the full job list
-    config: Any
-    content: np.ndarray  # (H, W, 3) RGB in [0, 1] at the run's size
-    content_desc: str
-    styles: list[np.ndarray]
-    style_descs: list[str]
+    inputs: job_lib.JobInputs  # the job's config and images at the run's size
 
     def group_key(self) -> tuple[Any, ...]:
-        return (self.job.kernel, self.content.shape, tuple(s.shape for s in self.styles))
+        return (self.job.kernel, self.inputs.content.shape, tuple(s.shape for s in self.inputs.styles))
 
 
 def _prepare(job: Job, index: int, config: Any) -> _Prepared:
     cfg = job_config(config, job)
     (content, content_desc), styles = runner.prepare_images(job.content, job.style, cfg)
-    return _Prepared(job, index, cfg, content, content_desc, [s for s, _ in styles], [d for _, d in styles])
-
-
-def _initial_image(config: Any, content: np.ndarray, key: jax.Array, source: str) -> jax.Array:
-    """The starting image of a single run (``config.init``): the content, seeded noise, or an image file."""
-    if config.init == "content":
-        return image.preprocess(jnp.asarray(content), source)
-    if config.init == "noise":
-        return image.preprocess(jax.random.uniform(key, content.shape, jnp.float32), source)
-    rgb = image.resize(image.load_image(config.init, min_side=image.MIN_INPUT_SIDE), content.shape[:2])
-    return image.preprocess(jnp.asarray(rgb), source)
+    return _Prepared(job, index, job_lib.JobInputs(cfg, content, [s for s, _ in styles], content_desc,
+                                                   [d for _, d in styles]))
 
 
 def run_round(
@@ -240,7 +217,7 @@ def run_round(
     *,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[tuple[np.ndarray, dict[str, Any]]] | None:
-    """Runs the jobs of one group together, stacked and sharded over ``devices``.
+    """Runs the jobs of one group together (:func:`nst_jax.job.run`, batched), sharded over ``devices``.
 
     ``items`` share one problem and image shapes; their number is padded up to a multiple of
     ``len(devices)`` with copies of the last one. Returns (RGB result, run record) per item, in order, or
@@ -249,147 +226,27 @@ def run_round(
     started = time.time()
     n_real = len(items)
     n = math.ceil(n_real / len(devices)) * len(devices)
-    padded = list(items) + [items[-1]] * (n - n_real)
-    cfg = items[0].config
-    source = weights.source
-    problem = problem_for(cfg, len(items[0].styles))
+    padded = [it.inputs for it in items] + [items[-1].inputs] * (n - n_real)
+    cfg = items[0].inputs.config
+    problem = cfg_lib.problem(cfg, cfg_lib.blend_weights(cfg, len(items[0].inputs.styles)))
     for it in items:
-        transfer.check_sizes(problem, [("content", it.content, it.content_desc),
-                                       *(("style", r, d) for r, d in zip(it.styles, it.style_descs, strict=True))])
-
+        cfg_lib.check_sizes(problem, [("content", it.inputs.content, it.inputs.content_desc),
+                                      *(("style", r, d) for r, d in zip(it.inputs.styles, it.inputs.style_descs,
+                                                                        strict=True))])
     mesh = Mesh(np.asarray(devices), (MESH_AXIS,))
     stacked, replicated = NamedSharding(mesh, P(MESH_AXIS)), NamedSharding(mesh, P())
-
-    def put(tree: Any) -> Any:
-        return jax.device_put(tree, stacked)
-
-    # The keys of a single run with this seed: every job has the same ones (see the module docstring).
-    init_key, loop_key, balance_key, ref_key = jax.random.split(jax.random.key(cfg.seed), 4)
-    params = jax.device_put(weights.params, replicated)
-    loop_key, balance_key = jax.device_put((loop_key, balance_key), replicated)
-    c = put(np.stack([image.preprocess(jnp.asarray(it.content), source) for it in padded]))
-    styles = [put(np.stack([image.preprocess(jnp.asarray(it.styles[k]), source) for it in padded]))
-              for k in range(len(items[0].styles))]
-    x0 = put(np.stack([_initial_image(cfg, it.content, init_key, source) for it in padded]))
-
-    t0 = time.time()
-    tgt = runner.jitted(("batch", "targets", problem), lambda: jax.vmap(
-        lambda p, c, s: transfer.targets(problem, p, c, s), in_axes=(None, 0, 0)))(params, c, styles)
-    base = transfer.paper_scales(problem, params, x0[0])
-    if cfg.balance == "auto":
-        x_ref = image.preprocess(jax.random.uniform(ref_key, items[0].content.shape, jnp.float32), source)
-        norms = runner.jitted(("batch", "norms", problem), lambda: jax.vmap(
-            lambda p, t, b, x, k: transfer.gradient_norms(problem, p, t, b, x, k),
-            in_axes=(None, 0, None, None, None)))(
-            params, tgt, {k: jnp.float32(v) for k, v in base.items()}, jax.device_put(x_ref, replicated),
-            balance_key)
-        factors = [transfer.balance_factors(row) for row in np.asarray(norms)]
-    else:
-        factors = [[1.0] * len(problem.terms) for _ in padded]
-    # Python floats to float32 exactly as a single run does, then stacked.
-    scales = put({
-        "content": np.full((n,), np.float32(cfg.content_weight)),
-        "style": {k: np.asarray([np.float32(cfg.style_weight * f[k[0]] * v) for f in factors])
-                  for k, v in base.items()},
-    })
-    setup_s = time.time() - t0
-
-    settings = transfer.step_settings(cfg, source)
-    length = transfer.chunk_length(cfg)  # results do not depend on the chunk size
-    opt = optimizers.make(cfg.optimizer, cfg)
-    opt_key = (cfg.optimizer, cfg.lr, tuple(sorted(cfg.sgd.to_dict().items())))
-    chunk_fn = runner.jitted(("batch", "chunk", problem, settings, length, opt_key), lambda: jax.vmap(
-        transfer.make_chunk(problem, opt, settings, length), in_axes=(0, None, 0, 0, None)), donate_argnums=0)
-    # Copies: an optimiser state may alias x0 (L-BFGS keeps the last iterate), and the carry is donated.
-    carry = put((jnp.copy(x0), jax.tree.map(jnp.copy, jax.vmap(opt.init)(x0)),
-                 np.zeros((n,), np.int32), np.zeros((n,), bool)))
-    t0 = time.time()
-    compiled = chunk_fn.lower(carry, params, tgt, scales, loop_key).compile()
-    compile_s = time.time() - t0
-
-    names = ["total", *transfer.term_names(problem)]
-    histories = [{"step": [], **{k: [] for k in names}} for _ in range(n_real)]
-    nonfinite: list[tuple[int, dict[str, float]] | None] = [None] * n_real
-    last_finite = np.asarray(x0)[:n_real].copy()
-    steps_done = np.zeros((n_real,), np.int64)
-    run_t0 = time.time()
-    while True:
-        live = [j for j in range(n_real) if nonfinite[j] is None]
-        host_steps, host_stopped = np.asarray(carry[2]), np.asarray(carry[3])
-        if not any(host_steps[j] < cfg.steps and not host_stopped[j] for j in live):
-            break
-        carry, terms = compiled(carry, params, tgt, scales, loop_key)
-        terms = jax.device_get(terms)
-        x_host, new_steps = np.asarray(carry[0]), np.asarray(carry[2])
-        for j in live:
-            for i in range(int(new_steps[j] - steps_done[j])):
-                t = int(steps_done[j]) + i
-                row = {k: float(terms[k][j, i]) for k in names}
-                if not all(math.isfinite(v) for v in row.values()):
-                    nonfinite[j] = (t, row)
-                    break
-                if t % cfg.log_every == 0:
-                    histories[j]["step"].append(t)
-                    for k in names:
-                        histories[j][k].append(row[k])
-            if nonfinite[j] is None and not np.all(np.isfinite(x_host[j])):
-                nonfinite[j] = (int(new_steps[j]), {})
-            if nonfinite[j] is None:
-                last_finite[j] = x_host[j]
-                steps_done[j] = new_steps[j]
-        if should_stop is not None and should_stop():
-            return None
-    run_s = time.time() - run_t0
-
-    x_final = np.concatenate([last_finite, np.asarray(x0)[n_real:]])
-    final_fn = runner.jitted(("batch", "energy", problem), lambda: jax.vmap(
-        lambda p, t, s, x, k, step: transfer.energy(problem, p, t, s, x, jax.random.fold_in(k, step)),
-        in_axes=(None, 0, 0, 0, None, 0)))
-    final_steps = np.concatenate([steps_done, np.zeros((n - n_real,), np.int64)]).astype(np.int32)
-    value, final = jax.device_get(final_fn(params, tgt, scales, put(x_final), loop_key, put(final_steps)))
-
-    stopped = np.asarray(carry[3])
-    common = {
-        "nst_jax": nst_jax.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "weights": {"path": weights.path, "source": source, "sha256": weights.sha256, "origin": weights.origin},
-        "device": runner.device_info(),
-        "versions": runner.versions(),
-        "terms": [{"method": t.method, "weight": t.weight, "params": t.params} for t in problem.terms],
-        "resumed_from": None,
-        "setup_s": setup_s,
-        "compile_s": compile_s,
-        "run_s": run_s,
-        "batch": {
-            "round_jobs": n_real, "padded_to": n, "local_devices": len(devices),
-            "process_index": jax.process_index(), "process_count": jax.process_count(),
-            "remat": problem.remat, "dtype": problem.dtype,
-        },
-    }
-    out = []
-    for j, it in enumerate(items):
-        step = int(steps_done[j])
-        record = dict(
-            common,
-            config=it.config.to_dict(),
-            content={"input": it.content_desc, "size": list(it.content.shape[:2])},
-            style={"inputs": it.style_descs, "size": [list(s.shape[:2]) for s in it.styles]},
-            balance={"mode": cfg.balance,
-                     "factors": {t.method: f for t, f in zip(problem.terms, factors[j], strict=True)}},
-            paper_scales={f"{problem.terms[i].method}/{layer}": v for (i, layer), v in base.items()},
-            steps_run=step,
-            stopped_early=bool(stopped[j]) and step < cfg.steps and nonfinite[j] is None,
-            iterations_per_s=step / run_s if run_s > 0 else None,
-            total_s=time.time() - started,
-            losses=histories[j],
-            final_losses=None if nonfinite[j] is not None else
-            {"total": float(value[j]), **{k: float(v[j]) for k, v in final.items()}},
-        )
-        if nonfinite[j] is not None:
-            record["nonfinite"] = {"step": nonfinite[j][0], "terms": nonfinite[j][1]}
-        rgb = np.clip(np.asarray(image.deprocess(jnp.asarray(last_finite[j]), source)), 0.0, 1.0)
-        out.append((rgb.astype(np.float32), record))
-    return out
+    placement = job_lib.Placement(stacked=lambda tree: jax.device_put(tree, stacked),
+                                  replicated=lambda tree: jax.device_put(tree, replicated))
+    results = job_lib.run(problem, cfg_lib.step_settings(cfg, weights.source),
+                          cfg_lib.chunk_length(cfg),  # results do not depend on the chunk size
+                          padded, weights, batched=True, placement=placement,
+                          after_chunk=None if should_stop is None else lambda _: should_stop())
+    if any(record["status"] == "interrupted" for _, record in results[:n_real]):
+        return None
+    batch_info = {"round_jobs": n_real, "padded_to": n, "local_devices": len(devices),
+                  "process_index": jax.process_index(), "process_count": jax.process_count(),
+                  "remat": problem.remat, "dtype": problem.dtype}
+    return [(rgb, dict(record, batch=batch_info, total_s=time.time() - started)) for rgb, record in results[:n_real]]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -455,8 +312,8 @@ def run_jobs(
         weights = weights_lib.load(weights_lib.resolve(config.weights or None, config.source))
 
     def finish(job: Job, rgb: np.ndarray, record: dict[str, Any]) -> None:
-        cli.write_outputs(job.output, rgb, record)
-        if "nonfinite" in record:
+        outputs.write_outputs(job.output, rgb, record)
+        if record["status"] == "nonfinite":
             summary.nonfinite.append(job.name)
             log(f"non-finite energy in {job.name} at step {record['nonfinite']['step']}: kept the last finite "
                 f"image in {job.output}")
@@ -484,8 +341,9 @@ def run_jobs(
     for members in groups.values():
         for start in range(0, len(members), size):
             batch = members[start:start + size]
-            log(f"round: {len(batch)} job(s) of method {batch[0].job.kernel}, content "
-                f"{batch[0].content.shape[1]}x{batch[0].content.shape[0]} px, on {len(devices)} device(s)")
+            shape = batch[0].inputs.content.shape
+            log(f"round: {len(batch)} job(s) of method {batch[0].job.kernel}, content {shape[1]}x{shape[0]} px, "
+                f"on {len(devices)} device(s)")
             results = run_round(batch, weights, devices, should_stop=should_stop)
             if results is None:
                 summary.interrupted = True
@@ -509,44 +367,3 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
                                    process_id=process_id, **kwargs)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"--multihost: jax.distributed.initialize failed: {str(e).splitlines()[0]}") from None
-
-
-def run_cli(
-    config: Any,
-    *,
-    content_dir: str,
-    output_dir: str,
-    multihost: bool = False,
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-) -> int:
-    """Batch mode of ``python -m nst_jax.main``. Returns the exit status: 0 every job of this process is
-    complete, 2 user error or a job's energy became non-finite (message printed), 130 interrupted."""
-    try:
-        if not output_dir:
-            raise UserError("batch mode needs --output_dir")
-        if os.path.realpath(output_dir) == os.path.realpath(content_dir):
-            raise UserError(f"--output_dir={output_dir}: must differ from --content_dir (outputs would become "
-                            f"inputs of the next run)")
-        if multihost:
-            initialize_distributed(coordinator_address, num_processes, process_id)
-        elif coordinator_address or num_processes or process_id is not None:
-            raise UserError("--coordinator_address, --num_processes and --process_id need --multihost")
-        jobs = list_jobs(content_dir, alternatives(config.style), alternatives(config.kernel), output_dir)
-        cli.check_output(jobs[0].output, sorted({p for j in jobs for p in (j.content, *j.style.split(","))}))
-        with cli.StopOnInterrupt() as stop:
-            summary = run_jobs(config, jobs, should_stop=stop)
-    except UserError as e:
-        cli.fail(str(e))
-    if summary.interrupted:
-        _stderr(f"interrupted: {len(summary.written)} job(s) written this time; rerun the same command to "
-                f"finish the rest")
-        return 130
-    _stderr(f"process {jax.process_index()}: {len(summary.written)} written, {len(summary.skipped)} skipped "
-            f"(complete), {len(summary.nonfinite)} non-finite, outputs in {output_dir}")
-    if summary.nonfinite:
-        cli.fail(f"the energy became non-finite in {len(summary.nonfinite)} job(s): "
-                 f"{', '.join(summary.nonfinite)} (try a smaller --lr; rerunning skips them: delete their "
-                 f".json to retry)")
-    return 0

@@ -1,24 +1,89 @@
-"""What the command-line programs share: one-line errors, flag parsing, the progress bar, writing outputs.
+"""What the command-line programs share: one-line errors, the table of run flags, the progress bar, Ctrl-C,
+and running one style transfer or a batch from a config.
 
-Entry modules (``main.py``, ``compare.py``) define the flags; this module only uses their values.
+Entry modules (``main.py``, ``compare.py``) define the flags (from :data:`RUN_FLAGS`, with
+:func:`define_run_flags`); this module only uses their values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from absl import flags
 
-from nst_jax import checkpoint, image, runner, transfer
-from nst_jax.atomic import write_json
+from nst_jax import checkpoint, image, job, outputs, runner
+from nst_jax import config as cfg_lib
 from nst_jax.errors import UserError
 
 EXIT_USER_ERROR = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFlag:
+    """A flag that overrides the run config's field of the same name."""
+
+    name: str
+    kind: str  # "string", "integer", "float", "bool" or "enum:a|b"
+    help: str
+
+
+RUN_FLAGS: tuple[RunFlag, ...] = (
+    RunFlag("kernel", "string", "Style method gram|linear|poly|gaussian|bn, or a fusion such as linear,gaussian."),
+    RunFlag("kernel_weights", "string", "Fusion weights, one per method in --kernel, e.g. 0.5,0.5."),
+    RunFlag("content", "string", "Content image (default: a demo image drawn by the package)."),
+    RunFlag("style", "string", "Style image (default: a demo painting drawn by the package)."),
+    RunFlag("output", "string", "Output image, .png or .jpg; the run record goes beside it as .json."),
+    RunFlag("size", "integer", "Long edge of the output in pixels (default 512 on GPU/TPU, 256 on CPU)."),
+    RunFlag("steps", "integer", "Optimisation steps."),
+    RunFlag("optimizer", "string", "adam|lbfgs|sgd_paper."),
+    RunFlag("weights", "string", "VGG-19 weights from `python -m weights_converter` (default: the cached file)."),
+    RunFlag("seed", "integer", "Random seed (noise init, stochastic estimators)."),
+    RunFlag("style_weight", "float", "Style weight (with --balance=auto: style/content gradient ratio)."),
+    RunFlag("content_weight", "float", "Content weight."),
+    RunFlag("tv_weight", "float", "Total-variation weight."),
+    RunFlag("init", "string", "content|noise|IMAGE_FILE."),
+    RunFlag("save_every", "integer", "Save an intermediate image every N steps (0: never)."),
+    RunFlag("balance", "string", "auto|none: equalise style and content gradients at the start, or not."),
+    RunFlag("style_size", "integer", "Long edge of the style image in pixels (default: the content's)."),
+    RunFlag("style_scale", "float", "Style image size relative to --style_size or the content."),
+    RunFlag("lr", "float", "Adam learning rate."),
+    RunFlag("checkpoint_every", "integer", "Write OUTPUT.ckpt every N steps (and on Ctrl-C); 0: only on Ctrl-C."),
+    RunFlag("resume", "bool", "Continue an interrupted run from OUTPUT.ckpt."),
+    RunFlag("preserve_colors", "string", "none|luminance|histogram: keep the content's colours."),
+    RunFlag("scales", "integer", "Coarse to fine: run this many sizes, each twice the last, up to --size."),
+    RunFlag("style_blend", "string", "Weights of several styles (--style=a.jpg,b.jpg), e.g. 0.3,0.7."),
+    RunFlag("remat", "bool", "Rematerialise VGG blocks in the backward pass (less memory, more compute)."),
+    RunFlag("dtype", "enum:float32|bfloat16", "VGG compute dtype (parameters and losses stay float32)."),
+    RunFlag("strips", "integer", "Compute VGG blocks 1-2 in this many horizontal strips: less memory for large "
+            "images, the same result (gram, linear, bn, poly at relu1_1/relu2_1)."),
+)
+"""The flags of ``python -m nst_jax.main`` that override config fields; ``compare`` takes some of them."""
+
+
+def define_run_flags(names: Sequence[str] | None = None, helps: dict[str, str] | None = None) -> None:
+    """Defines the :data:`RUN_FLAGS` called ``names`` (default: all), default ``None`` (the config's value);
+    ``helps`` replaces some help texts. Called by the entry modules, once."""
+    wanted = [f for f in RUN_FLAGS if names is None or f.name in names]
+    for f in wanted:
+        text = (helps or {}).get(f.name, f.help)
+        if f.kind.startswith("enum:"):
+            flags.DEFINE_enum(f.name, None, f.kind[5:].split("|"), text)
+        else:
+            getattr(flags, f"DEFINE_{f.kind}")(f.name, None, text)
+
+
+def apply_run_flags(config: Any) -> None:
+    """Copies every run flag given on the command line into ``config``."""
+    with config.unlocked():
+        for f in RUN_FLAGS:
+            if f.name in flags.FLAGS and flags.FLAGS[f.name].present:
+                config[f.name] = flags.FLAGS[f.name].value
 
 
 def fail(message: str) -> NoReturn:
@@ -35,47 +100,6 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(str(e).splitlines()[0])
     except (ValueError, TypeError, KeyError, AttributeError) as e:  # config-file overrides (--config.x=...)
         fail(f"bad --config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-
-
-def record_path(output: str) -> str:
-    """``out.png`` -> ``out.json``."""
-    return os.path.splitext(output)[0] + ".json"
-
-
-def snapshot_path(output: str, step: int) -> str:
-    stem, ext = os.path.splitext(output)
-    return f"{stem}_{step:05d}{ext}"
-
-
-def check_output(output: str, inputs: list[str]) -> None:
-    """Refuses, before any work, an output that cannot be written or would overwrite an input.
-
-    A missing output folder is created (documented in the README)."""
-    if not output:
-        raise UserError("--output is empty")
-    ext = os.path.splitext(output)[1].lower()
-    if ext not in image.SAVE_FORMATS:
-        raise UserError(f"--output={output}: unsupported extension {ext or '(none)'}; use .png, .jpg or .jpeg")
-    if os.path.isdir(output):
-        raise UserError(f"--output={output}: is a folder; give a file name such as {os.path.join(output, 'out.png')}")
-    written = {os.path.realpath(p) for p in (output, record_path(output), checkpoint.path_for(output))}
-    for path in inputs:
-        if path and os.path.exists(path) and os.path.realpath(path) in written:
-            raise UserError(f"--output={output}: would overwrite the input {path}")
-    folder = os.path.dirname(os.path.abspath(output))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UserError(f"--output={output}: {folder} is a file, not a folder")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--output={output}: cannot create folder {folder} ({e.strerror or e})") from None
-    # A trial file rather than os.access, which says yes to root in a read-only folder and to anyone on /proc.
-    try:
-        fd, trial = tempfile.mkstemp(prefix=".nst_jax-write-test.", dir=folder)
-        os.close(fd)
-        os.remove(trial)
-    except OSError as e:
-        raise UserError(f"--output={output}: folder {folder} is not writable ({e.strerror or e})") from None
 
 
 class ProgressBar:
@@ -109,13 +133,6 @@ class ProgressBar:
             self.stream.flush()
 
 
-def write_outputs(output: str, result: Any, record: dict[str, Any]) -> None:
-    """The image, then its record: a record on disk means the image beside it is complete."""
-    image.save_image(output, result)
-    record = dict(record, output=os.path.abspath(output))
-    write_json(record_path(output), record, what="run record")
-
-
 class StopOnInterrupt:
     """While active, the first Ctrl-C (SIGINT) or SIGTERM only sets a flag that the run polls between chunks
     (it then checkpoints and stops); a second one interrupts at once."""
@@ -146,18 +163,19 @@ class StopOnInterrupt:
 
 
 def run_one(config: Any) -> int:
-    """Runs one style transfer from a config and writes its outputs. Returns the exit status: 0 done,
-    2 user error (message printed), 130 interrupted (checkpoint and current image written)."""
+    """Runs one style transfer from a config and writes its outputs. Returns the exit status of the run's
+    status (:data:`nst_jax.job.EXIT_CODES`): 0 done, 2 user error or non-finite energy (message printed, the
+    last finite image and its record written), 130 interrupted (checkpoint and current image written)."""
     ckpt = checkpoint.path_for(config.output)
     try:
-        check_output(config.output, [config.content, *runner.style_inputs(config.style), config.init,
-                                     config.weights])
+        outputs.check_output(config.output, [config.content, *runner.style_inputs(config.style), config.init,
+                                             config.weights])
         bar = ProgressBar()
 
         def snapshot(step: int, rgb: Any) -> None:
-            image.save_image(snapshot_path(config.output, step), rgb)
+            image.save_image(outputs.snapshot_path(config.output, step), rgb)
 
-        size_note = transfer.default_size(config)[1]
+        size_note = cfg_lib.default_size(config)[1]
         if size_note:
             print(size_note, file=sys.stderr, flush=True)
         with StopOnInterrupt() as stop:
@@ -166,19 +184,67 @@ def run_one(config: Any) -> int:
                                                 progress=bar, snapshot=snapshot, checkpoint_path=ckpt,
                                                 should_stop=stop)
             except runner.NonFiniteLoss as e:
-                write_outputs(config.output, e.image, e.record)
-                raise UserError(f"{e}; it is in {config.output}, the record in {record_path(config.output)}") from None
+                outputs.write_outputs(config.output, e.image, e.record)
+                raise UserError(f"{e}; it is in {config.output}, the record in "
+                                f"{outputs.record_path(config.output)}") from None
             except runner.Interrupted as e:
                 image.save_image(config.output, e.image)
                 print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)
-                return 130
-        write_outputs(config.output, result, record)
+                return job.EXIT_CODES[e.record["status"]]
+        outputs.write_outputs(config.output, result, record)
         if os.path.exists(ckpt):
             os.remove(ckpt)  # the run is complete: its record replaces the checkpoint
     except UserError as e:
         fail(str(e))
     w = record["weights"]
-    print(f"wrote {config.output} and {record_path(config.output)} ({record['steps_run']} steps in "
+    print(f"wrote {config.output} and {outputs.record_path(config.output)} ({record['steps_run']} steps in "
           f"{record['run_s']:.1f} s after {record['compile_s']:.1f} s compile; weights {w['source']} "
           f"{os.path.basename(w['path'])} sha256 {w['sha256'][:12]}; origin: {w['origin']})", file=sys.stderr)
-    return 0
+    return job.EXIT_CODES[record["status"]]
+
+
+def run_batch(
+    config: Any,
+    *,
+    content_dir: str,
+    output_dir: str,
+    multihost: bool = False,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> int:
+    """Batch mode of ``python -m nst_jax.main`` (:mod:`nst_jax.batch`). Returns the exit status: 0 every job of
+    this process is complete, 2 user error or a job's energy became non-finite (message printed), 130
+    interrupted."""
+    from nst_jax import batch  # only batch mode needs it
+
+    try:
+        if not output_dir:
+            raise UserError("batch mode needs --output_dir")
+        if os.path.realpath(output_dir) == os.path.realpath(content_dir):
+            raise UserError(f"--output_dir={output_dir}: must differ from --content_dir (outputs would become "
+                            f"inputs of the next run)")
+        if multihost:
+            batch.initialize_distributed(coordinator_address, num_processes, process_id)
+        elif coordinator_address or num_processes or process_id is not None:
+            raise UserError("--coordinator_address, --num_processes and --process_id need --multihost")
+        jobs = batch.list_jobs(content_dir, batch.alternatives(config.style), batch.alternatives(config.kernel),
+                               output_dir)
+        outputs.check_output(jobs[0].output, sorted({p for j in jobs for p in (j.content, *j.style.split(","))}))
+        with StopOnInterrupt() as stop:
+            summary = batch.run_jobs(config, jobs, should_stop=stop)
+    except UserError as e:
+        fail(str(e))
+    if summary.interrupted:
+        print(f"interrupted: {len(summary.written)} job(s) written this time; rerun the same command to finish "
+              f"the rest", file=sys.stderr, flush=True)
+        return job.EXIT_CODES["interrupted"]
+    import jax
+
+    print(f"process {jax.process_index()}: {len(summary.written)} written, {len(summary.skipped)} skipped "
+          f"(complete), {len(summary.nonfinite)} non-finite, outputs in {output_dir}", file=sys.stderr, flush=True)
+    if summary.nonfinite:
+        fail(f"the energy became non-finite in {len(summary.nonfinite)} job(s): "
+             f"{', '.join(summary.nonfinite)} (try a smaller --lr; rerunning skips them: delete their "
+             f".json to retry)")
+    return job.EXIT_CODES["done"]

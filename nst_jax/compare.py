@@ -13,24 +13,21 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst_jax import cli, image, runner, sheet, transfer
+from nst_jax import cli, image, outputs, runner, sheet
+from nst_jax import config as cfg_lib
 from nst_jax import weights as weights_lib
 from nst_jax.atomic import write_json
 from nst_jax.errors import ConfigError, UserError
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEFAULT_METHODS = "gram,linear,poly,gaussian,bn,linear+gaussian,bn+poly"
+COMPARE_RUN_FLAGS = ("content", "style", "size", "steps", "weights", "seed")
 
 config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Base run configuration.",
                                 lock_config=True)
-flags.DEFINE_string("content", None, "Content image (default: the demo image).")
-flags.DEFINE_string("style", None, "Style image (default: the demo painting).")
+cli.define_run_flags(COMPARE_RUN_FLAGS, helps={"steps": "Steps per method."})
 flags.DEFINE_string("output_dir", "compare", "Folder for the results, the sheet and the plot.")
 flags.DEFINE_string("methods", DEFAULT_METHODS, "Comma-separated methods; fusions joined by + (equal weights).")
-flags.DEFINE_integer("size", None, "Long edge in px.")
-flags.DEFINE_integer("steps", None, "Steps per method.")
-flags.DEFINE_string("weights", None, "VGG-19 weights file (default: the cached one).")
-flags.DEFINE_integer("seed", None, "Random seed.")
 FLAGS = flags.FLAGS
 
 
@@ -43,7 +40,7 @@ def method_configs(base, methods: str) -> list[tuple[str, object]]:
         with cfg.unlocked():
             cfg.kernel = ",".join(parts)
             cfg.kernel_weights = ",".join([f"{1 / len(parts):g}"] * len(parts)) if len(parts) > 1 else ""
-        transfer.parse_terms(cfg)
+        cfg_lib.parse_terms(cfg)
         out.append((label, cfg))
     if not out:
         raise ConfigError("--methods is empty")
@@ -55,18 +52,15 @@ def main(argv: list[str]) -> None:
         cli.fail(f"unexpected argument(s): {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     base = FLAGS.config
-    with base.unlocked():
-        for name in ("content", "style", "size", "steps", "weights", "seed"):
-            if FLAGS[name].present:
-                base[name] = FLAGS[name].value
+    cli.apply_run_flags(base)
     try:
         runs = method_configs(base, FLAGS.methods)
         for _, cfg in runs:
-            transfer.check_config(cfg)
+            cfg_lib.check(cfg)
         out_dir = FLAGS.output_dir
-        cli.check_output(os.path.join(out_dir, "sheet.png"), [base.content, *runner.style_inputs(base.style)])
+        outputs.check_output(os.path.join(out_dir, "sheet.png"), [base.content, *runner.style_inputs(base.style)])
         weights = weights_lib.load(weights_lib.resolve(base.weights or None, base.source))
-        note = transfer.default_size(base)[1]
+        note = cfg_lib.default_size(base)[1]
         if note:
             print(note, file=sys.stderr)
         (content_rgb, _), styles = runner.prepare_images(base.content or None, base.style or None, base)
@@ -76,7 +70,7 @@ def main(argv: list[str]) -> None:
             result, record = runner.stylize(base.content or None, base.style or None, cfg, weights=weights,
                                             progress=cli.ProgressBar())
             out = os.path.join(out_dir, label.replace("+", "_") + ".png")
-            cli.write_outputs(out, result, record)
+            outputs.write_outputs(out, result, record)
             final = record["final_losses"]
             tiles.append((result, f"{label}  {record['run_s']:.1f} s\n"
                                   f"style {final['style']:.3g} content {final['content']:.3g}"))

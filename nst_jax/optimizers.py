@@ -13,6 +13,7 @@ agree while the learning rate is constant and differ only in the step after each
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -24,8 +25,21 @@ from nst_jax import losses
 OPTIMIZERS = ("adam", "lbfgs", "sgd_paper")
 
 
-def make(name: str, config: Any) -> optax.GradientTransformation:
-    """The optax transformation for ``name`` with the config's settings."""
+@dataclasses.dataclass(frozen=True)
+class SGDSettings:
+    """The official code's momentum SGD: learning rate ``lr`` times ``decay`` every ``decay_every`` steps."""
+
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    decay: float = 0.9
+    decay_every: int = 80
+
+
+def make(name: str, settings: Any) -> optax.GradientTransformation:
+    """The optax transformation for ``name``; ``settings`` has ``lr`` (Adam) and ``sgd`` (an
+    :class:`SGDSettings` or a config with its fields), e.g. :class:`nst_jax.transfer.StepSettings`."""
+    config = settings
     if name == "adam":
         return optax.adam(config.lr)
     if name == "lbfgs":

@@ -1,11 +1,10 @@
-"""The style-transfer run: one image optimised so its VGG-19 features keep the content and align the style.
+"""The style-transfer optimisation as pure functions: targets, energy, balance norms and a chunk of steps.
 
 The only variable is the image, held in the weights' preprocessed space (see :mod:`nst_jax.image`) and kept
 in the valid pixel range by projection: after every update it is clipped to the per-channel values of RGB
 0 and 1. Content and style features are computed once; a step computes only the generated image's side.
-Steps run ``config.chunk`` at a time inside one jit-compiled ``lax.scan``; the host is touched only between
-chunks (progress, snapshots). Every step's random key is ``fold_in(key, step)``, so results do not depend on
-the chunk size.
+A chunk of steps is one compiled function (:func:`chunk`); the host is touched only between chunks. Every
+step's random key is ``fold_in(key, step)``, so results do not depend on the chunk size.
 
 Energy (per step, x the image, F its features, P the content's, S the style's):
 
@@ -13,208 +12,34 @@ Energy (per step, x the image, F its features, P the content's, S the style's):
   + sum_t kernel_weight_t * style_weight * b_t * sum_l w_l * c_t(M_l, N_l) * L_t(F_l, S_l)   (style)
   + tv_weight * TV(x)
 
-with L_t the method's loss (:mod:`nst_jax.losses`), c_t the official code's per-layer constant
-(:func:`nst_jax.losses.paper_scale`) and b_t the balance factor: 1 with ``balance="none"``; with
-``balance="auto"`` the factor that makes method t's style-gradient norm equal the content-gradient norm at a
-fixed reference image (seeded uniform noise, where neither gradient vanishes), so ``style_weight`` is the
-style/content gradient ratio whatever the weights' feature scale.
+with L_t the method's loss and c_t the official code's per-layer constant (both from the method object, see
+:mod:`nst_jax.losses.methods`) and b_t the balance factor: 1 with ``balance="none"``; with ``balance="auto"``
+the factor that makes method t's style-gradient norm equal the content-gradient norm at a fixed reference
+image (seeded uniform noise, where neither gradient vanishes), so ``style_weight`` is the style/content
+gradient ratio whatever the weights' feature scale.
+
+:class:`Problem` and :class:`StepSettings` are hashable: the compiled functions take them as static arguments
+(``jax.jit(..., static_argnames=...)`` at the call site, :mod:`nst_jax.job`), so jit's own cache keys them.
+Reading a run config into them is :mod:`nst_jax.config`'s work; nothing here reads files or images.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from nst_jax import color, image, losses, optimizers, strips, vgg
-from nst_jax.errors import ConfigError, ImageError
-
-BALANCES = ("auto", "none")
-STYLE_RESIZES = ("keep_aspect", "match_content")
-CPU_DEFAULT_SIZE = 256
-ACCELERATOR_DEFAULT_SIZE = 512
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Configuration checks and parsing (user errors -> ConfigError, one line each).
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in str(text).split(",") if part.strip()]
-
-
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in _csv(text)]
-    except ValueError:
-        raise ConfigError(f"--{what}={text!r}: expected comma-separated numbers") from None
-    for v in values:
-        if not math.isfinite(v) or v < 0:
-            raise ConfigError(f"--{what}={text!r}: weights must be finite and non-negative")
-    return values
-
-
-def parse_terms(config: Any) -> list[losses.StyleTerm]:
-    """The style terms of ``config.kernel`` (one method or a comma-separated fusion) with their weights."""
-    methods = [m.lower() for m in _csv(config.kernel)]
-    if not methods:
-        raise ConfigError("--kernel is empty; expected one of " + "|".join(losses.METHODS) + " or a fusion")
-    for m in methods:
-        if m not in losses.METHODS:
-            raise ConfigError(f"--kernel={config.kernel}: unknown method {m!r}; expected "
-                              + "|".join(losses.METHODS) + " or a comma-separated fusion of them")
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"--kernel={config.kernel}: a method appears twice")
-    weights = _floats(config.kernel_weights, "kernel_weights") if _csv(config.kernel_weights) else [1.0] * len(methods)
-    if len(weights) != len(methods):
-        raise ConfigError(f"--kernel_weights={config.kernel_weights}: {len(weights)} weight(s) for "
-                          f"{len(methods)} method(s) in --kernel={config.kernel}")
-    return [losses.StyleTerm(m, w, method_params(m, config)) for m, w in zip(methods, weights, strict=True)]
-
-
-def method_params(method: str, config: Any) -> dict[str, Any]:
-    """Keyword parameters of :func:`nst_jax.losses.style_loss` for ``method``."""
-    if method == "poly":
-        return {"c": float(config.poly_c), "d": int(config.poly_d)}
-    if method == "gaussian":
-        return {
-            "gamma": None if config.gaussian_gamma is None else float(config.gaussian_gamma),
-            "estimator": config.gaussian_estimator,
-            "block_size": int(config.block_size),
-            "num_features": int(config.rff_features),
-        }
-    return {}
-
-
-def check_config(config: Any) -> None:
-    """Raises :class:`ConfigError` for values no run can use."""
-    def positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
-        if value is None or not isinstance(value, int) or value < (0 if allow_zero else 1):
-            raise ConfigError(f"--{name}={value}: must be an integer {'>= 0' if allow_zero else '>= 1'}")
-
-    def finite(name: str, value: float, low: float = 0.0) -> None:
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
-            raise ConfigError(f"--{name}={value}: must be a finite number >= {low:g}")
-
-    positive_int("steps", config.steps, allow_zero=True)
-    if config.size is not None:
-        positive_int("size", config.size)
-    if config.style_size is not None:
-        positive_int("style_size", config.style_size)
-    positive_int("chunk", config.chunk)
-    positive_int("save_every", config.save_every, allow_zero=True)
-    positive_int("log_every", config.log_every)
-    positive_int("checkpoint_every", config.checkpoint_every, allow_zero=True)
-    positive_int("scales", config.scales)
-    if config.dtype not in vgg.DTYPES:
-        raise ConfigError(f"--dtype={config.dtype}: expected one of {', '.join(vgg.DTYPES)}")
-    if config.preserve_colors not in color.PRESERVE_COLORS:
-        raise ConfigError(f"--preserve_colors={config.preserve_colors}: expected one of "
-                          f"{', '.join(color.PRESERVE_COLORS)}")
-    _floats(config.style_blend, "style_blend")  # the count is checked against the styles given (blend_weights)
-    positive_int("block_size", config.block_size)
-    positive_int("rff_features", config.rff_features)
-    for name in ("content_weight", "style_weight", "tv_weight", "poly_c"):
-        finite(name, config[name])
-    finite("lr", config.lr)
-    if config.lr <= 0:
-        raise ConfigError(f"--lr={config.lr}: must be > 0")
-    finite("style_scale", config.style_scale)
-    if config.style_scale <= 0:
-        raise ConfigError(f"--style_scale={config.style_scale}: must be > 0")
-    if config.gaussian_gamma is not None:
-        finite("gaussian_gamma", config.gaussian_gamma)
-    if config.optimizer not in optimizers.OPTIMIZERS:
-        raise ConfigError(f"--optimizer={config.optimizer}: expected one of {', '.join(optimizers.OPTIMIZERS)}")
-    if config.balance not in BALANCES:
-        raise ConfigError(f"--balance={config.balance}: expected one of {', '.join(BALANCES)}")
-    if config.style_resize not in STYLE_RESIZES:
-        raise ConfigError(f"--style_resize={config.style_resize}: expected one of {', '.join(STYLE_RESIZES)}")
-    if config.pooling not in vgg.POOLINGS:
-        raise ConfigError(f"--pooling={config.pooling}: expected max or avg")
-    if config.gaussian_estimator not in losses.ESTIMATORS:
-        raise ConfigError(f"--gaussian_estimator={config.gaussian_estimator}: expected one of "
-                          f"{', '.join(losses.ESTIMATORS)}")
-    if not isinstance(config.poly_d, int) or config.poly_d < 1:
-        raise ConfigError(f"--poly_d={config.poly_d}: must be an integer >= 1")
-    for field in ("content_layers", "style_layers"):
-        names = _csv(config[field])
-        try:
-            vgg.check_layers(names)
-        except ValueError as e:
-            raise ConfigError(f"--{field}={config[field]}: {e}") from None
-    layer_weights = _floats(config.layer_weights, "layer_weights")
-    if len(layer_weights) != len(_csv(config.style_layers)):
-        raise ConfigError(f"--layer_weights={config.layer_weights}: {len(layer_weights)} weight(s) for "
-                          f"{len(_csv(config.style_layers))} style layer(s)")
-    terms = parse_terms(config)
-    positive_int("strips", config.strips)
-    if config.strips > 1:
-        head = strips.head(_csv(config.style_layers))
-        for t in terms:
-            if head and not losses.streamable(t.method, **t.params):
-                raise ConfigError(
-                    f"--strips={config.strips}: the {t.method} method ({_describe_params(t)}) needs all of "
-                    f"{head[0]}'s samples at once; strips work with gram, linear, bn and poly (d=2, full or "
-                    f"unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
-
-
-def _describe_params(term: losses.StyleTerm) -> str:
-    return ", ".join(f"{k}={v}" for k, v in term.params.items() if k != "block_size") or "no parameters"
-
-
-def default_size(config: Any) -> tuple[int, str | None]:
-    """The content's long edge, and a note to print when it was chosen for a CPU-only machine."""
-    if config.size is not None:
-        return int(config.size), None
-    if jax.default_backend() == "cpu":
-        return CPU_DEFAULT_SIZE, (f"no accelerator found: using --size={CPU_DEFAULT_SIZE} "
-                                  f"(pass --size to choose; {ACCELERATOR_DEFAULT_SIZE} on a GPU or TPU)")
-    return ACCELERATOR_DEFAULT_SIZE, None
-
-
-def style_shape(content_hw: tuple[int, int], style_hw: tuple[int, int], config: Any, factor: float = 1.0
-                ) -> tuple[int, int]:
-    """(H, W) the style image is resized to (see ``style_resize``, ``style_size``, ``style_scale``).
-
-    ``factor`` scales an explicit ``style_size`` (the coarse scales of a coarse-to-fine run)."""
-    if config.style_resize == "match_content":
-        return content_hw
-    long_edge = config.style_size * factor if config.style_size is not None else max(content_hw)
-    return image.resized_shape(style_hw, max(1, round(long_edge * config.style_scale)))
-
-
-def blend_weights(config: Any, n_styles: int) -> tuple[float, ...]:
-    """``config.style_blend`` for ``n_styles`` styles, normalised to sum 1 (empty: equal weights)."""
-    if not _csv(config.style_blend):
-        return tuple([1.0 / n_styles] * n_styles)
-    weights = _floats(config.style_blend, "style_blend")
-    if len(weights) != n_styles:
-        raise ConfigError(f"--style_blend={config.style_blend}: {len(weights)} weight(s) for {n_styles} style(s)")
-    if sum(weights) <= 0:
-        raise ConfigError(f"--style_blend={config.style_blend}: the weights sum to 0")
-    return tuple(w / sum(weights) for w in weights)
-
-
-def min_side(layers: list[str]) -> int:
-    """Smallest image side for which every layer has at least one position."""
-    return 2 ** max(vgg.downsampling(name) for name in layers)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The pure parts: targets, energy, one optimisation step, a chunk of steps.
+from nst_jax import losses, optimizers, strips, vgg
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """Static description of a run: it parametrises the compiled functions (closed over, not traced)."""
+    """Static description of a run: hashable, a static argument of the compiled functions (never traced)."""
 
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
@@ -241,33 +66,6 @@ class Problem:
         return tuple(sorted(set(self.content_layers) | set(self.style_layers), key=vgg.LAYERS.index))
 
 
-def problem_from_config(config: Any, blend: tuple[float, ...] = (1.0,)) -> Problem:
-    """The :class:`Problem` a (checked) config describes, with the styles' blend weights."""
-    return Problem(
-        content_layers=tuple(_csv(config.content_layers)),
-        style_layers=tuple(_csv(config.style_layers)),
-        layer_weights=tuple(_floats(config.layer_weights, "layer_weights")),
-        terms=tuple(parse_terms(config)),
-        pooling=config.pooling,
-        content_weight=float(config.content_weight),
-        tv_weight=float(config.tv_weight),
-        optimizer=config.optimizer,
-        blend=tuple(blend),
-        remat=bool(config.remat),
-        dtype=str(config.dtype),
-        strips=int(config.strips),
-    )
-
-
-def check_sizes(problem: Problem, images: Sequence[tuple[str, np.ndarray, str]]) -> None:
-    """Raises ImageError when an image, (what, (H, W, 3), description), is too small for the deepest layer."""
-    need = min_side(list(problem.layers))
-    for what, rgb, desc in images:
-        if min(rgb.shape[:2]) < need:
-            raise ImageError(f"{what} image ({desc}) is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
-                             f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")
-
-
 def features(problem: Problem, params: Any, x: jax.Array) -> dict[str, jax.Array]:
     """(H, W, 3) preprocessed image -> {layer: (h, w, C)} at the problem's layers."""
     return {k: v[0] for k, v in problem.extract(params, x[None], problem.layers).items()}
@@ -284,7 +82,7 @@ def targets(problem: Problem, params: Any, content: jax.Array, styles: Sequence[
     style = {
         name: [
             losses.mixture_style_target(
-                t.method, [losses.to_samples(f[name][0]) for f in style_feats], problem.blend, **t.params
+                t.method, [losses.to_samples(f[name][0]) for f in style_feats], problem.blend
             )
             for t in problem.terms
         ]
@@ -323,7 +121,7 @@ def energy(
     tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
     terms = {"content": content, "style": style, "tv": tv}
     if len(problem.terms) > 1:
-        terms.update({f"style:{t.method}": per_term[t.method] for t in problem.terms})
+        terms.update({f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)})
     return content + style + tv, terms
 
 
@@ -355,7 +153,7 @@ def paper_scales(problem: Problem, params: Any, x: jax.Array) -> dict[tuple[int,
     for name in problem.style_layers:
         h, w, n = shapes[name].shape
         for i, term in enumerate(problem.terms):
-            out[(i, name)] = float(losses.paper_scale(term.method, h * w, n, **term.params))
+            out[(i, name)] = float(losses.paper_scale(term.method, h * w, n))
     return out
 
 
@@ -381,7 +179,7 @@ def gradient_norms(
         zero = jnp.zeros((), jnp.float32)
         parts = [(problem, tgt, {"content": jnp.ones((), jnp.float32), "style": {k: zero for k in base}})]
         for i, term in enumerate(problem.terms):
-            single = dataclasses.replace(problem, terms=(term._replace(weight=1.0),))
+            single = dataclasses.replace(problem, terms=(dataclasses.replace(term, weight=1.0),))
             single_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
             parts.append((single, single_tgt,
                           {"content": zero, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}))
@@ -399,7 +197,7 @@ def gradient_norms(
             samples = {n: losses.to_samples(f[n]) for n in problem.style_layers}
             return losses.fused_style_loss(
                 samples, {n: [tgt["style"][n][i]] for n in problem.style_layers},
-                [problem.terms[i]._replace(weight=1.0)], layer_weights, key=key,
+                [dataclasses.replace(problem.terms[i], weight=1.0)], layer_weights, key=key,
                 scales={(0, n): base[(i, n)] for n in problem.style_layers},
             )[0]
         return fn
@@ -411,112 +209,148 @@ def gradient_norms(
     return jnp.stack(norms)
 
 
+
 def balance_factors(norms: Any) -> list[float]:
-    """b_t = ||grad content|| / ||grad style_t||: each method's style gradient then equals the content's."""
+    """b_t = ||grad content|| / ||grad style_t||: each method's style gradient then equals the content's.
+
+    In float64 on the host (Python floats), so the multipliers built from them round once, to float32."""
     norms = [float(v) for v in norms]
     return [norms[0] / max(g, 1e-30) for g in norms[1:]]
 
 
 @dataclasses.dataclass(frozen=True)
 class StepSettings:
-    """Optimiser constants that are compiled in (hashable)."""
+    """Everything compiled into a step besides the :class:`Problem` (hashable).
+
+    Attributes:
+      steps: the run's step count; steps at or past it leave the state unchanged.
+      low, high: the valid range of each preprocessed channel (RGB 0 and 1), the projection after each update.
+      lr: Adam's learning rate.
+      sgd: the paper's SGD settings (used with ``optimizer="sgd_paper"``).
+      clip_per_pixel, sgd_tv_weight: the paper's gradient clipping and added TV gradient (``sgd_paper``).
+      stop_tol: early stop when the image's relative change falls below it (0: never).
+    """
 
     steps: int
     low: tuple[float, float, float]
     high: tuple[float, float, float]
+    lr: float = 0.05
+    sgd: optimizers.SGDSettings = optimizers.SGDSettings()
     clip_per_pixel: float = 0.0
     sgd_tv_weight: float = 0.0
     stop_tol: float = 0.0
 
 
-CPU_MAX_CHUNK = 5
-"""On CPU a chunk's steps are unrolled (see :func:`make_chunk`), so compile time grows with it: the cap."""
+class LoopState(NamedTuple):
+    """What one step carries to the next: the image, the optimiser state, the step count, the early stop."""
+
+    x: jax.Array
+    opt_state: Any
+    step: jax.Array
+    stopped: jax.Array
 
 
-def step_settings(config: Any, source: str) -> StepSettings:
-    """The compiled-in optimiser constants of a (checked) config for weights of ``source``."""
-    low, high = image.pixel_range(source)
-    return StepSettings(
-        steps=int(config.steps), low=tuple(map(float, low)), high=tuple(map(float, high)),
-        clip_per_pixel=float(config.sgd.clip_per_pixel), sgd_tv_weight=float(config.sgd.tv_weight),
-        stop_tol=float(config.sgd.stop_tol) if config.optimizer == "sgd_paper" else 0.0,
-    )
+def init_state(problem: Problem, settings: StepSettings, x0: jax.Array) -> LoopState:
+    """The state before step 0 (copies: an optimiser state may alias x0, and the state is donated)."""
+    opt = optimizers.make(problem.optimizer, settings)
+    return LoopState(x0, jax.tree.map(jnp.copy, opt.init(x0)), jnp.int32(0), jnp.bool_(False))
 
 
-def chunk_length(config: Any, every: Sequence[int] = ()) -> int:
-    """Steps per dispatch: ``config.chunk``, reduced so chunks end on every multiple of each ``every``
-    (snapshots, checkpoints: a resumed run then replays the same chunks), capped on CPU, at most ``steps``."""
-    length = int(config.chunk)
-    for n in every:
-        if n:
-            length = math.gcd(length, int(n))
-    if jax.default_backend() == "cpu":
-        # The largest divisor within the cap, so chunks still end on every snapshot and checkpoint step.
-        length = max(d for d in range(1, min(length, CPU_MAX_CHUNK) + 1) if length % d == 0)
-    return max(1, min(length, max(int(config.steps), 1)))
-
-
-def make_chunk(problem: Problem, opt: optax.GradientTransformation, settings: StepSettings, length: int,
-               unroll: bool | None = None) -> Callable[..., Any]:
-    """A function running ``length`` steps from ``carry``; steps at or past ``settings.steps`` (or after an
-    early stop) leave the carry unchanged and report NaN losses. Pure; jit it at the call site.
+def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopState, params: Any,
+          tgt: Mapping[str, Any], scales: Mapping[str, Any], base_key: jax.Array,
+          unroll: bool | None = None) -> tuple[LoopState, dict[str, jax.Array]]:
+    """Runs ``length`` steps from ``state``; steps at or past ``settings.steps`` (or after an early stop) leave
+    the state unchanged and report NaN losses. Pure; jit it at the call site with the first three arguments
+    static (and ``unroll``).
 
     ``unroll``: ``False``: a ``lax.scan`` whose body branches (``lax.cond``) past the last step; ``True``: the
     steps unrolled into straight-line code, steps past the last one computed and discarded (``jnp.where``);
-    ``None``: unrolled on CPU only. XLA:CPU runs a loop body's convolutions far slower than the same ops
-    unrolled (128 px, Gram, 2 cores: 627 ms per step in a scan, 213-251 ms unrolled, 219 ms for a bare
-    value-and-grad), while on GPU and TPU the scan is as fast and compiles once whatever ``length``.
+    ``None``: unrolled on CPU only, where XLA runs a loop body's convolutions far slower than the same ops
+    unrolled (the README's Performance section has the figures), while on GPU and TPU the scan is as fast and
+    compiles once whatever ``length``.
 
-    ``carry = (x, opt_state, step, stopped)``; returns ``(carry, {term: (length,)})``.
+    Returns:
+      (the new state, {term: (length,) float32} the energy terms before each step, NaN for skipped steps).
     """
     if unroll is None:
         unroll = jax.default_backend() == "cpu"
+    opt = optimizers.make(problem.optimizer, settings)
     low = jnp.asarray(settings.low, jnp.float32)
     high = jnp.asarray(settings.high, jnp.float32)
 
-    def chunk(carry, params, tgt, scales, base_key):
-        def loss_fn(x, key):
-            return energy(problem, params, tgt, scales, x, key, include_tv=problem.optimizer != "sgd_paper")
+    def loss_fn(x, key):
+        return energy(problem, params, tgt, scales, x, key, include_tv=problem.optimizer != "sgd_paper")
 
-        def do_step(carry):
-            x, opt_state, step, stopped = carry
-            key = jax.random.fold_in(base_key, step)
-            (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(x, key)
-            if problem.optimizer == "lbfgs":
-                updates, opt_state = opt.update(
-                    grad, opt_state, x, value=value, grad=grad, value_fn=lambda y: loss_fn(y, key)[0]
-                )
-            else:
-                if problem.optimizer == "sgd_paper":
-                    grad = optimizers.paper_gradient(grad, x, settings.clip_per_pixel, settings.sgd_tv_weight)
-                updates, opt_state = opt.update(grad, opt_state, x)
-            new_x = jnp.clip(optax.apply_updates(x, updates), low, high)
-            if settings.stop_tol > 0:
-                change = jnp.sqrt(jnp.sum((new_x - x) ** 2)) / jnp.maximum(jnp.sqrt(jnp.sum(new_x**2)), 1e-30)
-                stopped = change < settings.stop_tol
-            terms = {"total": value, **terms}
-            return (new_x, opt_state, step + 1, stopped), terms
+    def do_step(s: LoopState) -> tuple[LoopState, dict[str, jax.Array]]:
+        key = jax.random.fold_in(base_key, s.step)
+        (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(s.x, key)
+        if problem.optimizer == "lbfgs":
+            updates, opt_state = opt.update(
+                grad, s.opt_state, s.x, value=value, grad=grad, value_fn=lambda y: loss_fn(y, key)[0]
+            )
+        else:
+            if problem.optimizer == "sgd_paper":
+                grad = optimizers.paper_gradient(grad, s.x, settings.clip_per_pixel, settings.sgd_tv_weight)
+            updates, opt_state = opt.update(grad, s.opt_state, s.x)
+        new_x = jnp.clip(optax.apply_updates(s.x, updates), low, high)
+        stopped = s.stopped
+        if settings.stop_tol > 0:
+            change = jnp.sqrt(jnp.sum((new_x - s.x) ** 2)) / jnp.maximum(jnp.sqrt(jnp.sum(new_x**2)), 1e-30)
+            stopped = change < settings.stop_tol
+        return LoopState(new_x, opt_state, s.step + 1, stopped), {"total": value, **terms}
 
-        def skip(carry):
-            nan = jnp.full((), jnp.nan, jnp.float32)
-            return carry, {"total": nan, **{k: nan for k in term_names(problem)}}
+    def skip(s: LoopState) -> tuple[LoopState, dict[str, jax.Array]]:
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        return s, {"total": nan, **{k: nan for k in term_names(problem)}}
 
-        def body(carry, _):
-            active = (carry[2] < settings.steps) & ~carry[3]
-            if not unroll:
-                return jax.lax.cond(active, do_step, skip, carry)
-            new_carry, terms = do_step(carry)
-            keep = lambda a, b: jnp.where(active, a, b)  # noqa: E731
-            skipped_carry, skipped_terms = skip(carry)
-            return jax.tree.map(keep, new_carry, skipped_carry), jax.tree.map(keep, terms, skipped_terms)
+    def body(s: LoopState, _):
+        active = (s.step < settings.steps) & ~s.stopped
+        if not unroll:
+            return jax.lax.cond(active, do_step, skip, s)
+        new_state, terms = do_step(s)
+        keep = lambda a, b: jnp.where(active, a, b)  # noqa: E731
+        skipped_state, skipped_terms = skip(s)
+        return jax.tree.map(keep, new_state, skipped_state), jax.tree.map(keep, terms, skipped_terms)
 
-        return jax.lax.scan(body, carry, None, length=length, unroll=bool(unroll))
-
-    return chunk
+    return jax.lax.scan(body, state, None, length=length, unroll=bool(unroll))
 
 
 def term_names(problem: Problem) -> list[str]:
+    """The energy terms a step reports besides ``total``: content, style, tv, and per method of a fusion."""
     names = ["content", "style", "tv"]
     if len(problem.terms) > 1:
-        names += [f"style:{t.method}" for t in problem.terms]
+        names += [f"style:{name}" for name in losses.term_names(problem.terms)]
     return names
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A stack of jobs: the same functions vmapped over a leading job axis (batch mode). Parameters and the random
+# key are shared; each job has its own images, targets and multipliers.
+
+
+def targets_batched(problem: Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array]
+                    ) -> dict[str, Any]:
+    """:func:`targets` of stacked contents (J, H, W, 3) and styles (J, H', W', 3)."""
+    return jax.vmap(functools.partial(targets, problem), in_axes=(None, 0, 0))(params, content, styles)
+
+
+def gradient_norms_batched(problem: Problem, params: Any, tgt: Mapping[str, Any],
+                           base: Mapping[tuple[int, str], Any], x_ref: jax.Array, key: jax.Array) -> jax.Array:
+    """:func:`gradient_norms` per job of stacked targets, at one shared reference image: (J, 1 + terms)."""
+    return jax.vmap(functools.partial(gradient_norms, problem), in_axes=(None, 0, None, None, None))(
+        params, tgt, base, x_ref, key)
+
+
+def energy_batched(problem: Problem, params: Any, tgt: Mapping[str, Any], scales: Mapping[str, Any],
+                   x: jax.Array, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """:func:`energy` per job at its own step's key ``fold_in(key, step[j])``."""
+    return jax.vmap(lambda t, s, y, n: energy(problem, params, t, s, y, jax.random.fold_in(key, n)))(
+        tgt, scales, x, step)
+
+
+def chunk_batched(problem: Problem, settings: StepSettings, length: int, state: LoopState, params: Any,
+                  tgt: Mapping[str, Any], scales: Mapping[str, Any], base_key: jax.Array) -> Any:
+    """:func:`chunk` of stacked states, targets and multipliers (one shared key: every job is a single run
+    with the same seed)."""
+    return jax.vmap(functools.partial(chunk, problem, settings, length), in_axes=(0, None, 0, 0, None))(
+        state, params, tgt, scales, base_key)

@@ -245,10 +245,3 @@ def layer_channels(layer: str) -> int:
     """Channels of a layer's activation (conv, relu and pool of block b: 64, 128, 256, 512, 512)."""
     check_layers([layer])
     return _BLOCKS[int(layer[4]) - 1][0]  # the block's digit: conv3_2 -> 3
-
-
-def load_params(path: str) -> dict[str, Any]:
-    """Parameters from a file written by ``python -m weights_converter`` (see :mod:`nst_jax.weights`)."""
-    from nst_jax import weights  # local import: weights imports this module
-
-    return weights.load(path).params

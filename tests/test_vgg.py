@@ -125,11 +125,3 @@ def test_matches_torchvision_layout(torch_vgg):
 def test_extract_errors(random_params, layers, pooling, shape, message):
     with pytest.raises(ValueError, match=message):
         vgg.extract(random_params, jnp.zeros(shape), layers, pooling)
-
-
-def test_load_params(random_weights, random_params):
-    params = vgg.load_params(random_weights)
-    weights.check_params(params)
-    np.testing.assert_array_equal(
-        params["params"]["conv2_1"]["bias"], random_params["params"]["conv2_1"]["bias"]
-    )

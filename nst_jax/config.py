@@ -1,0 +1,227 @@
+"""A run config (``configs/default.py``, an ``ml_collections.ConfigDict``) checked and read into typed values.
+
+Every check of a config value lives here and raises :class:`~nst_jax.errors.ConfigError` with one line that
+names the flag. The comma-separated fields (layers, weights, methods) are parsed once, into the hashable
+:class:`~nst_jax.transfer.Problem` and :class:`~nst_jax.transfer.StepSettings` that parametrise the compiled
+step, and the sizes of the images follow from the config here too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from nst_jax import color, image, losses, optimizers, strips, transfer, vgg
+from nst_jax.errors import ConfigError, ImageError
+
+BALANCES = ("auto", "none")
+STYLE_RESIZES = ("keep_aspect", "match_content")
+CPU_DEFAULT_SIZE = 256
+ACCELERATOR_DEFAULT_SIZE = 512
+CPU_MAX_CHUNK = 5
+"""On CPU a chunk's steps are unrolled (see :func:`nst_jax.transfer.chunk`), so compile time grows with it."""
+
+
+def csv(text: Any) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def floats(text: Any, what: str) -> list[float]:
+    """Comma-separated finite, non-negative numbers of the flag ``what``."""
+    try:
+        values = [float(v) for v in csv(text)]
+    except ValueError:
+        raise ConfigError(f"--{what}={text!r}: expected comma-separated numbers") from None
+    for v in values:
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"--{what}={text!r}: weights must be finite and non-negative")
+    return values
+
+
+def parse_terms(config: Any) -> tuple[losses.StyleTerm, ...]:
+    """The style terms of ``config.kernel`` (one method or a comma-separated fusion), with their weights and
+    the parameters each method reads from the config (``from_config``)."""
+    names = [m.lower() for m in csv(config.kernel)]
+    known = "|".join(losses.METHODS)
+    if not names:
+        raise ConfigError(f"--kernel is empty; expected one of {known} or a fusion")
+    for m in names:
+        if m not in losses.REGISTRY:
+            raise ConfigError(f"--kernel={config.kernel}: unknown method {m!r}; expected {known} or a "
+                              f"comma-separated fusion of them")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--kernel={config.kernel}: a method appears twice")
+    weights = floats(config.kernel_weights, "kernel_weights") if csv(config.kernel_weights) else [1.0] * len(names)
+    if len(weights) != len(names):
+        raise ConfigError(f"--kernel_weights={config.kernel_weights}: {len(weights)} weight(s) for "
+                          f"{len(names)} method(s) in --kernel={config.kernel}")
+    try:
+        return tuple(losses.StyleTerm(losses.REGISTRY[m].from_config(config), w)
+                     for m, w in zip(names, weights, strict=True))
+    except ValueError as e:
+        raise ConfigError(f"--kernel={config.kernel}: {e}") from None
+
+
+def check(config: Any) -> None:
+    """Raises :class:`ConfigError` for values no run can use."""
+    def positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+        if value is None or not isinstance(value, int) or value < (0 if allow_zero else 1):
+            raise ConfigError(f"--{name}={value}: must be an integer {'>= 0' if allow_zero else '>= 1'}")
+
+    def finite(name: str, value: float, low: float = 0.0) -> None:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+            raise ConfigError(f"--{name}={value}: must be a finite number >= {low:g}")
+
+    def one_of(name: str, value: Any, allowed: Sequence[str]) -> None:
+        if value not in allowed:
+            raise ConfigError(f"--{name}={value}: expected one of {', '.join(allowed)}")
+
+    positive_int("steps", config.steps, allow_zero=True)
+    if config.size is not None:
+        positive_int("size", config.size)
+    if config.style_size is not None:
+        positive_int("style_size", config.style_size)
+    for name in ("chunk", "log_every", "scales", "block_size", "rff_features"):
+        positive_int(name, config[name])
+    for name in ("save_every", "checkpoint_every"):
+        positive_int(name, config[name], allow_zero=True)
+    one_of("dtype", config.dtype, vgg.DTYPES)
+    if not isinstance(config.remat, bool):
+        raise ConfigError(f"--remat={config.remat}: expected true or false")
+    one_of("preserve_colors", config.preserve_colors, color.PRESERVE_COLORS)
+    floats(config.style_blend, "style_blend")  # the count is checked against the styles given (blend_weights)
+    for name in ("content_weight", "style_weight", "tv_weight", "poly_c"):
+        finite(name, config[name])
+    finite("lr", config.lr)
+    if config.lr <= 0:
+        raise ConfigError(f"--lr={config.lr}: must be > 0")
+    finite("style_scale", config.style_scale)
+    if config.style_scale <= 0:
+        raise ConfigError(f"--style_scale={config.style_scale}: must be > 0")
+    if config.gaussian_gamma is not None:
+        finite("gaussian_gamma", config.gaussian_gamma)
+    one_of("optimizer", config.optimizer, optimizers.OPTIMIZERS)
+    one_of("balance", config.balance, BALANCES)
+    one_of("style_resize", config.style_resize, STYLE_RESIZES)
+    if config.pooling not in vgg.POOLINGS:
+        raise ConfigError(f"--pooling={config.pooling}: expected max or avg")
+    one_of("gaussian_estimator", config.gaussian_estimator, losses.ESTIMATORS)
+    if not isinstance(config.poly_d, int) or config.poly_d < 1:
+        raise ConfigError(f"--poly_d={config.poly_d}: must be an integer >= 1")
+    for field in ("content_layers", "style_layers"):
+        try:
+            vgg.check_layers(csv(config[field]))
+        except ValueError as e:
+            raise ConfigError(f"--{field}={config[field]}: {e}") from None
+    layer_weights = floats(config.layer_weights, "layer_weights")
+    if len(layer_weights) != len(csv(config.style_layers)):
+        raise ConfigError(f"--layer_weights={config.layer_weights}: {len(layer_weights)} weight(s) for "
+                          f"{len(csv(config.style_layers))} style layer(s)")
+    terms = parse_terms(config)
+    positive_int("strips", config.strips)
+    head = strips.head(csv(config.style_layers))
+    if config.strips > 1 and head:
+        for t in terms:
+            if not t.method.streamable:
+                raise ConfigError(
+                    f"--strips={config.strips}: the {t.name} method ({t.method.describe()}) needs all of "
+                    f"{head[0]}'s samples at once; strips work with gram, linear, bn and poly (d=2, full or "
+                    f"unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+
+
+def problem(config: Any, blend: tuple[float, ...] = (1.0,)) -> transfer.Problem:
+    """The :class:`~nst_jax.transfer.Problem` a (checked) config describes, with the styles' blend weights."""
+    return transfer.Problem(
+        content_layers=tuple(csv(config.content_layers)),
+        style_layers=tuple(csv(config.style_layers)),
+        layer_weights=tuple(floats(config.layer_weights, "layer_weights")),
+        terms=parse_terms(config),
+        pooling=config.pooling,
+        content_weight=float(config.content_weight),
+        tv_weight=float(config.tv_weight),
+        optimizer=config.optimizer,
+        blend=tuple(blend),
+        remat=bool(config.remat),
+        dtype=str(config.dtype),
+        strips=int(config.strips),
+    )
+
+
+def step_settings(config: Any, source: str) -> transfer.StepSettings:
+    """The compiled-in step constants of a (checked) config for weights of ``source``."""
+    low, high = image.pixel_range(source)
+    sgd = config.sgd
+    return transfer.StepSettings(
+        steps=int(config.steps), low=tuple(map(float, low)), high=tuple(map(float, high)),
+        lr=float(config.lr),
+        sgd=optimizers.SGDSettings(lr=float(sgd.lr), momentum=float(sgd.momentum),
+                                   weight_decay=float(sgd.weight_decay), decay=float(sgd.decay),
+                                   decay_every=int(sgd.decay_every)),
+        clip_per_pixel=float(sgd.clip_per_pixel), sgd_tv_weight=float(sgd.tv_weight),
+        stop_tol=float(sgd.stop_tol) if config.optimizer == "sgd_paper" else 0.0,
+    )
+
+
+def chunk_length(config: Any, every: Sequence[int] = ()) -> int:
+    """Steps per dispatch: ``config.chunk``, reduced so chunks end on every multiple of each ``every``
+    (snapshots, checkpoints: a resumed run then replays the same chunks), capped on CPU, at most ``steps``."""
+    length = int(config.chunk)
+    for n in every:
+        if n:
+            length = math.gcd(length, int(n))
+    if jax.default_backend() == "cpu":
+        # The largest divisor within the cap, so chunks still end on every snapshot and checkpoint step.
+        length = max(d for d in range(1, min(length, CPU_MAX_CHUNK) + 1) if length % d == 0)
+    return max(1, min(length, max(int(config.steps), 1)))
+
+
+def default_size(config: Any) -> tuple[int, str | None]:
+    """The content's long edge, and a note to print when it was chosen for a CPU-only machine."""
+    if config.size is not None:
+        return int(config.size), None
+    if jax.default_backend() == "cpu":
+        return CPU_DEFAULT_SIZE, (f"no accelerator found: using --size={CPU_DEFAULT_SIZE} "
+                                  f"(pass --size to choose; {ACCELERATOR_DEFAULT_SIZE} on a GPU or TPU)")
+    return ACCELERATOR_DEFAULT_SIZE, None
+
+
+def style_shape(content_hw: tuple[int, int], style_hw: tuple[int, int], config: Any, factor: float = 1.0
+                ) -> tuple[int, int]:
+    """(H, W) the style image is resized to (see ``style_resize``, ``style_size``, ``style_scale``).
+
+    ``factor`` scales an explicit ``style_size`` (the coarse scales of a coarse-to-fine run)."""
+    if config.style_resize == "match_content":
+        return content_hw
+    long_edge = config.style_size * factor if config.style_size is not None else max(content_hw)
+    return image.resized_shape(style_hw, max(1, round(long_edge * config.style_scale)))
+
+
+def blend_weights(config: Any, n_styles: int) -> tuple[float, ...]:
+    """``config.style_blend`` for ``n_styles`` styles, normalised to sum 1 (empty: equal weights)."""
+    if not csv(config.style_blend):
+        return tuple([1.0 / n_styles] * n_styles)
+    weights = floats(config.style_blend, "style_blend")
+    if len(weights) != n_styles:
+        raise ConfigError(f"--style_blend={config.style_blend}: {len(weights)} weight(s) for {n_styles} style(s)")
+    if sum(weights) <= 0:
+        raise ConfigError(f"--style_blend={config.style_blend}: the weights sum to 0")
+    return tuple(w / sum(weights) for w in weights)
+
+
+def min_side(layers: Sequence[str]) -> int:
+    """Smallest image side for which every layer has at least one position."""
+    return 2 ** max(vgg.downsampling(name) for name in layers)
+
+
+def check_sizes(problem: transfer.Problem, images: Sequence[tuple[str, np.ndarray, str]]) -> None:
+    """Raises ImageError when an image, (what, (H, W, 3), description), is too small for the deepest layer."""
+    need = min_side(problem.layers)
+    for what, rgb, desc in images:
+        if min(rgb.shape[:2]) < need:
+            raise ImageError(f"{what} image ({desc}) is {rgb.shape[1]}x{rgb.shape[0]} px after resizing; layer "
+                             f"{problem.layers[-1]} needs at least {need} px a side (raise --size)")

@@ -1,0 +1,363 @@
+"""The run driver: one optimisation of one image, or of a stack of jobs with the same problem, start to end.
+
+What a job needs, in one place for the single run (:func:`nst_jax.runner.stylize`) and batch mode
+(:mod:`nst_jax.batch`): its random keys, its initial image, the setup (style targets, the paper's constants,
+balance factors, energy multipliers), the compiled chunk of steps, the per-chunk bookkeeping of the loss terms
+with the first non-finite step, the final energy and the run record. A batch runs the same pure functions
+vmapped over a leading job axis (:func:`nst_jax.transfer.chunk_batched`), so a job of a batch is the single run
+with the same seed.
+
+The outcome of every job is the record's ``status``: ``done``, ``stopped_early`` (the paper's SGD stopped on
+its tolerance), ``nonfinite`` (the energy became NaN or infinite: the image is the last finite one, the record
+says where) or ``interrupted``. The command lines map it to exit codes (:data:`EXIT_CODES`).
+
+The compiled functions are ``jax.jit`` of the pure ones with the :class:`~nst_jax.transfer.Problem` and
+:class:`~nst_jax.transfer.StepSettings` static, so runs of the same problem in one process (a notebook, the
+comparison, batch rounds, tests) reuse jit's compilations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import nst_jax
+from nst_jax import image, transfer
+from nst_jax import weights as weights_lib
+
+STATUSES = ("done", "stopped_early", "nonfinite", "interrupted")
+EXIT_CODES = {"done": 0, "stopped_early": 0, "nonfinite": 2, "interrupted": 130}
+"""Exit status of a command line whose run ended with each record ``status``."""
+
+_TARGETS = jax.jit(transfer.targets, static_argnums=0)
+_TARGETS_BATCHED = jax.jit(transfer.targets_batched, static_argnums=0)
+_NORMS = jax.jit(transfer.gradient_norms, static_argnums=0)
+_NORMS_BATCHED = jax.jit(transfer.gradient_norms_batched, static_argnums=0)
+_ENERGY = jax.jit(transfer.energy, static_argnums=0, static_argnames="include_tv")
+_ENERGY_BATCHED = jax.jit(transfer.energy_batched, static_argnums=0)
+_CHUNK = jax.jit(transfer.chunk, static_argnums=(0, 1, 2), donate_argnums=3)
+_CHUNK_BATCHED = jax.jit(transfer.chunk_batched, static_argnums=(0, 1, 2), donate_argnums=3)
+
+
+class Keys(NamedTuple):
+    """The random keys of a run with a seed: initial noise, the loop (``fold_in(loop, step)`` per step), the
+    balance's estimator draws, the balance's reference image."""
+
+    init: jax.Array
+    loop: jax.Array
+    balance: jax.Array
+    ref: jax.Array
+
+
+def keys(seed: int) -> Keys:
+    """The four keys of a run with ``seed``: every job of a batch uses the same ones as its single run."""
+    return Keys(*jax.random.split(jax.random.key(seed), 4))
+
+
+def initial_image(init: str, content_rgb: np.ndarray, key: jax.Array, source: str) -> jax.Array:
+    """The starting image, preprocessed for ``source``: ``content``, seeded uniform ``noise``, or an image file
+    resized to the content's shape."""
+    if init == "content":
+        return image.preprocess(jnp.asarray(content_rgb), source)
+    if init == "noise":
+        return image.preprocess(jax.random.uniform(key, content_rgb.shape, jnp.float32), source)
+    rgb = image.resize(image.load_image(init, min_side=image.MIN_INPUT_SIDE), content_rgb.shape[:2])
+    return image.preprocess(jnp.asarray(rgb), source)
+
+
+def multipliers(content_weight: float, style_weight: float, factors: Sequence[Sequence[float]],
+                base: dict[tuple[int, str], float]) -> dict[str, Any]:
+    """The energy's multipliers per job: ``{"content": (J,), "style": {(term, layer): (J,)}}`` float32.
+
+    style_weight * b_t * c_t(layer) is formed in float64 and rounded once to float32, for each job's factors
+    b (:func:`nst_jax.transfer.balance_factors`) and the paper's constants ``base``."""
+    return {
+        "content": np.full((len(factors),), np.float32(content_weight)),
+        "style": {k: np.asarray([np.float32(style_weight * f[k[0]] * v) for f in factors]) for k, v in base.items()},
+    }
+
+
+def to_rgb(x: np.ndarray, source: str) -> np.ndarray:
+    """A preprocessed image back to (H, W, 3) float32 RGB in [0, 1]."""
+    return np.clip(np.asarray(image.deprocess(jnp.asarray(x), source)), 0.0, 1.0).astype(np.float32)
+
+
+class Tracker:
+    """One job's bookkeeping between chunks: the loss history every ``log_every`` steps, the steps done, the
+    last image whose energy was finite, and the first non-finite step."""
+
+    def __init__(self, names: Sequence[str], log_every: int, x0: np.ndarray, step: int = 0,
+                 history: dict[str, list[float]] | None = None):
+        self.names = list(names)
+        self.log_every = log_every
+        self.history = history or {"step": [], **{n: [] for n in self.names}}
+        self.step = step
+        self.last_finite = x0
+        self.nonfinite: tuple[int, dict[str, float]] | None = None
+
+    def absorb(self, terms: dict[str, np.ndarray], new_step: int, x: np.ndarray) -> None:
+        """Takes one chunk's loss terms ({name: (length,)}, from the step before) and the state after it."""
+        for i in range(new_step - self.step):
+            t = self.step + i
+            row = {n: float(terms[n][i]) for n in self.names}
+            if not all(math.isfinite(v) for v in row.values()):
+                self.nonfinite = (t, row)
+                return
+            if t % self.log_every == 0:
+                self.history["step"].append(t)
+                for n in self.names:
+                    self.history[n].append(row[n])
+        if not np.all(np.isfinite(x)):
+            self.nonfinite = (new_step, {})
+            return
+        self.last_finite = x
+        self.step = new_step
+
+    def live(self, steps: int, stopped: bool) -> bool:
+        """Whether the job has steps left to run."""
+        return self.nonfinite is None and self.step < steps and not stopped
+
+    def latest(self) -> dict[str, float]:
+        """The last logged loss terms (empty before the first)."""
+        return {n: self.history[n][-1] for n in self.names} if self.history["step"] else {}
+
+
+@dataclasses.dataclass
+class JobInputs:
+    """One job's images at the run's size (after any colour transform) and what the record says of them.
+
+    ``init_rgb``: the starting image (a coarse-to-fine run's previous scale); ``None``: ``config.init``."""
+
+    config: Any
+    content: np.ndarray
+    styles: list[np.ndarray]
+    content_desc: str
+    style_descs: list[str]
+    init_rgb: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Resumed:
+    """A single run's state read back from a checkpoint (:mod:`nst_jax.checkpoint`)."""
+
+    state: transfer.LoopState
+    loop_key: jax.Array
+    factors: list[float]
+    history: dict[str, list[float]]
+
+
+@dataclasses.dataclass
+class Chunk:
+    """What the ``after_chunk`` hook sees after each chunk: the state, each job's tracker, the loop key, the
+    balance factors and the seconds since the loop started."""
+
+    state: transfer.LoopState
+    trackers: list[Tracker]
+    loop_key: jax.Array
+    factors: list[list[float]]
+    elapsed_s: float
+    start_step: int
+
+
+@dataclasses.dataclass
+class Placement:
+    """Where arrays go: ``stacked`` for those with a job axis (sharded over devices in batch mode),
+    ``replicated`` for the shared ones (parameters, keys). Default: the default device."""
+
+    stacked: Callable[[Any], Any] = jax.device_put
+    replicated: Callable[[Any], Any] = jax.device_put
+
+
+def run(
+    problem: transfer.Problem,
+    settings: transfer.StepSettings,
+    length: int,
+    jobs: Sequence[JobInputs],
+    weights: weights_lib.Weights,
+    *,
+    batched: bool = False,
+    placement: Placement | None = None,
+    resume: Callable[[transfer.LoopState], Resumed] | None = None,
+    after_chunk: Callable[[Chunk], bool] | None = None,
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Runs ``jobs`` (one, or a stack with ``batched``) to the end and returns (RGB result, run record) each.
+
+    All jobs share ``problem``, ``settings``, the config's seed and balance mode, and their image shapes.
+    ``after_chunk`` is called after every chunk while a job has steps left; returning True stops the loop (a
+    job with steps left is then ``interrupted``). ``resume`` continues a single run from a checkpoint: it is
+    given the fresh initial state (the template of what the checkpoint holds) and returns what it read.
+    """
+    if not batched and len(jobs) != 1:
+        raise ValueError(f"a run that is not batched takes one job, got {len(jobs)}")
+    place = placement or Placement()
+    cfg = jobs[0].config
+    source = weights.source
+    started = time.time()
+    k = keys(cfg.seed)
+    params = place.replicated(weights.params)
+    contents = [image.preprocess(jnp.asarray(j.content), source) for j in jobs]
+    styles = [[image.preprocess(jnp.asarray(j.styles[i]), source) for j in jobs] for i in range(len(jobs[0].styles))]
+    x0s = [initial_image(cfg.init, j.content, k.init, source) if j.init_rgb is None
+           else image.preprocess(jnp.asarray(j.init_rgb), source) for j in jobs]
+    fresh = None if batched else transfer.init_state(problem, settings, x0s[0])
+    resumed = None if resume is None else resume(fresh)
+    loop_key = k.loop if resumed is None else resumed.loop_key
+    if batched:
+        loop_key, balance_key = place.replicated((loop_key, k.balance))
+        c, st, x0 = (place.stacked(np.stack(contents)), [place.stacked(np.stack(s)) for s in styles],
+                     place.stacked(np.stack(x0s)))
+    else:
+        balance_key, c, st, x0 = k.balance, contents[0], [s[0] for s in styles], x0s[0]
+
+    t0 = time.time()
+    tgt = (_TARGETS_BATCHED if batched else _TARGETS)(problem, params, c, st)
+    base = transfer.paper_scales(problem, params, x0s[0])
+    if resumed is not None:
+        factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy
+    elif cfg.balance == "auto":
+        x_ref = image.preprocess(jax.random.uniform(k.ref, jobs[0].content.shape, jnp.float32), source)
+        base_arrays = {key: jnp.float32(v) for key, v in base.items()}
+        if batched:
+            norms = _NORMS_BATCHED(problem, params, tgt, base_arrays, place.replicated(x_ref), balance_key)
+            factors = [transfer.balance_factors(row) for row in np.asarray(norms)]
+        else:
+            factors = [transfer.balance_factors(_NORMS(problem, params, tgt, base_arrays, x_ref, balance_key))]
+    else:
+        factors = [[1.0] * len(problem.terms) for _ in jobs]
+    scales = multipliers(cfg.content_weight, cfg.style_weight, factors, base)
+    scales = place.stacked(scales) if batched else jax.tree.map(lambda a: a[0], scales)
+    setup_s = time.time() - t0
+
+    if resumed is not None:
+        state = jax.tree.map(jnp.asarray, resumed.state)
+    elif batched:
+        state = place.stacked(jax.vmap(lambda x: transfer.init_state(problem, settings, jnp.copy(x)))(x0))
+    else:
+        state = fresh
+    chunk_fn = _CHUNK_BATCHED if batched else _CHUNK
+    t0 = time.time()
+    compiled = chunk_fn.lower(problem, settings, length, state, params, tgt, scales, loop_key).compile()
+    compile_s = time.time() - t0
+
+    names = ["total", *transfer.term_names(problem)]
+    start_step = 0 if resumed is None else int(resumed.state.step)
+    x0_host = np.asarray(state.x)
+    trackers = [Tracker(names, cfg.log_every, x0_host[j] if batched else x0_host, start_step,
+                        None if resumed is None else resumed.history) for j in range(len(jobs))]
+    steps = settings.steps
+
+    def host(state: transfer.LoopState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x, step, stopped = np.asarray(state.x), np.asarray(state.step), np.asarray(state.stopped)
+        return (x, step, stopped) if batched else (x[None], step[None], stopped[None])
+
+    interrupted = False
+    run_t0 = time.time()
+    _, host_steps, host_stopped = host(state)
+    while any(t.live(steps, bool(s)) for t, s in zip(trackers, host_stopped, strict=True)):
+        state, terms = compiled(state, params, tgt, scales, loop_key)
+        terms = jax.device_get(terms)
+        x_host, host_steps, host_stopped = host(state)
+        for j, tracker in enumerate(trackers):
+            if tracker.nonfinite is None:
+                tracker.absorb({n: (v[j] if batched else v) for n, v in terms.items()}, int(host_steps[j]),
+                               x_host[j])
+        if after_chunk is not None and any(t.nonfinite is None for t in trackers) and after_chunk(
+                Chunk(state, trackers, loop_key, factors, time.time() - run_t0, start_step)):
+            interrupted = any(t.live(steps, bool(s)) for t, s in zip(trackers, host_stopped, strict=True))
+            break
+    run_s = time.time() - run_t0
+
+    finals: list[dict[str, float] | None] = [None] * len(jobs)
+    if not interrupted:
+        final_steps = np.asarray([t.step for t in trackers], np.int32)
+        if batched:
+            x_final = place.stacked(np.stack([t.last_finite for t in trackers]))
+            value, final = jax.device_get(_ENERGY_BATCHED(problem, params, tgt, scales, x_final, loop_key,
+                                                          place.stacked(final_steps)))
+            finals = [{"total": float(value[j]), **{n: float(v[j]) for n, v in final.items()}}
+                      for j in range(len(jobs))]
+        elif trackers[0].nonfinite is None:
+            value, final = _ENERGY(problem, params, tgt, scales, jnp.asarray(trackers[0].last_finite),
+                                   jax.random.fold_in(loop_key, trackers[0].step))
+            finals = [{"total": float(value), **{n: float(v) for n, v in final.items()}}]
+
+    out = []
+    for j, (job, tracker) in enumerate(zip(jobs, trackers, strict=True)):
+        if tracker.nonfinite is not None:
+            status = "nonfinite"
+        elif interrupted and tracker.step < steps and not host_stopped[j]:
+            status = "interrupted"
+        elif host_stopped[j] and tracker.step < steps:
+            status = "stopped_early"
+        else:
+            status = "done"
+        record = run_record(
+            job, problem, weights, factors[j], base, tracker, status,
+            final=None if status in ("nonfinite", "interrupted") else finals[j],
+            resumed_from=None if resumed is None else start_step,
+            times={"setup_s": setup_s, "compile_s": compile_s, "run_s": run_s, "scale_s": time.time() - started},
+        )
+        out.append((to_rgb(tracker.last_finite, source), record))
+    return out
+
+
+def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.Weights, factors: Sequence[float],
+               base: dict[tuple[int, str], float], tracker: Tracker, status: str, *,
+               final: dict[str, float] | None, resumed_from: int | None, times: dict[str, float]) -> dict[str, Any]:
+    """The JSON-serialisable record of one job (``out.json``)."""
+    step, run_s = tracker.step, times["run_s"]
+    record = {
+        "nst_jax": nst_jax.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": job.config.to_dict(),
+        "content": {"input": job.content_desc, "size": list(job.content.shape[:2])},
+        "style": {"inputs": job.style_descs, "size": [list(s.shape[:2]) for s in job.styles]},
+        "weights": {"path": weights.path, "source": weights.source, "sha256": weights.sha256,
+                    "origin": weights.origin},
+        "device": device_info(),
+        "versions": versions(),
+        "terms": [{"method": t.name, "weight": t.weight, "params": t.params} for t in problem.terms],
+        "balance": {"mode": job.config.balance,
+                    "factors": {t.name: f for t, f in zip(problem.terms, factors, strict=True)}},
+        "paper_scales": {f"{problem.terms[i].name}/{layer}": v for (i, layer), v in base.items()},
+        "status": status,
+        "steps_run": step,
+        "resumed_from": resumed_from,
+        "stopped_early": status == "stopped_early",
+        **times,
+        "iterations_per_s": step / run_s if run_s > 0 else None,
+        "losses": tracker.history,
+        "final_losses": final,
+    }
+    if tracker.nonfinite is not None:
+        record["nonfinite"] = {"step": tracker.nonfinite[0], "terms": tracker.nonfinite[1]}
+    return record
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that made a result."""
+    import flax
+    import jaxlib
+    import optax
+
+    return {
+        "nst_jax": nst_jax.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def device_info() -> dict[str, Any]:
+    """The device a result was computed on."""
+    dev = jax.devices()[0]
+    return {"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count(),
+            "host": platform.node()}

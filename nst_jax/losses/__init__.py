@@ -1,0 +1,63 @@
+"""Style, content and smoothness losses as pure functions of feature sample matrices.
+
+One VGG layer's activations of an image, (H, W, N), are M = H*W samples of an N-vector (:func:`to_samples`).
+Gatys' Gram loss is 1/(4 N^2) times the squared maximum mean discrepancy (MMD) of the generated image's samples
+``x`` (M, N) and the style image's samples ``y`` (M', N) under the kernel k(a, b) = (a . b)^2 (Li et al. 2017,
+theorem 1), so any distance between the two sample distributions can transfer style.
+
+By concern:
+
+* :mod:`~nst_jax.losses.stats`: samples, Gram matrices, BN moments, the content loss, total variation;
+* :mod:`~nst_jax.losses.mmd`: MMD^2 under the linear, polynomial and Gaussian kernels with four estimators;
+* :mod:`~nst_jax.losses.methods`: the style methods as objects (``gram``, ``linear``, ``poly``, ``gaussian``,
+  ``bn``), each with its target, loss, strip-wise sums, paper constant and blend rule, and their registry;
+* :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles.
+
+Every name below is importable from ``nst_jax.losses`` itself.
+"""
+
+from nst_jax.losses.fusion import (
+    StyleTerm,
+    fused_style_loss,
+    fused_style_targets,
+    mixture_samples,
+    mixture_style_target,
+    sample_sums,
+    term_names,
+)
+from nst_jax.losses.methods import (
+    BN,
+    METHODS,
+    REGISTRY,
+    Gaussian,
+    Gram,
+    Linear,
+    Poly,
+    SampleSums,
+    StyleMethod,
+    layer_loss,
+    paper_scale,
+    register,
+    streamable,
+    style_loss,
+    style_target,
+)
+from nst_jax.losses.methods import get as get_method
+from nst_jax.losses.mmd import ESTIMATORS, KERNELS, linear_time_pairs, mmd2, mmd2_pairwise, pooled_gamma
+from nst_jax.losses.stats import (
+    bn_loss,
+    bn_stats,
+    content_loss,
+    gram,
+    gram_loss,
+    to_samples,
+    total_variation,
+)
+
+__all__ = [
+    "BN", "ESTIMATORS", "KERNELS", "METHODS", "REGISTRY", "Gaussian", "Gram", "Linear", "Poly", "SampleSums",
+    "StyleMethod", "StyleTerm", "bn_loss", "bn_stats", "content_loss", "fused_style_loss", "fused_style_targets",
+    "get_method", "gram", "gram_loss", "layer_loss", "linear_time_pairs", "mixture_samples",
+    "mixture_style_target", "mmd2", "mmd2_pairwise", "paper_scale", "pooled_gamma", "register", "sample_sums",
+    "streamable", "style_loss", "style_target", "term_names", "to_samples", "total_variation",
+]

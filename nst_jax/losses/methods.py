@@ -1,0 +1,539 @@
+"""Style methods as objects: one class per way of aligning a layer's feature distributions.
+
+A style method holds its parameters (a frozen dataclass, so it is hashable and can parametrise a compiled
+function) and knows everything a run needs of it:
+
+* ``target(y)``: the style side's statistics of one layer, computed once per run (a dict of arrays);
+* ``loss(x, target, key=...)``: the layer's loss of the generated samples x (M, N) against that target;
+* ``streamable``, ``sums(x, target, weights)`` and ``loss_from_sums(sums, target)``: whether the loss needs only
+  sums over x's rows, which add up over horizontal strips of an image (:mod:`nst_jax.strips`), and how;
+* ``paper_scale(m, n)``: the official code's per-layer constant (lyttonhao/Neural-Style-MMD);
+* ``mixture_target(ys, weights)``: the target of a mixture of several styles' distributions (blends);
+* ``from_config(config)``: the method with a run config's parameters.
+
+:data:`REGISTRY` maps the ``--kernel`` names to the classes. To add a method: subclass :class:`StyleMethod`
+with ``@register``, give it a ``name``, its parameters as dataclass fields with defaults, ``target``, ``loss``
+and ``paper_scale`` (the rest have defaults: not streamable, blends by pooled samples), and add a test class
+that checks its loss against an independent NumPy computation.
+
+Every loss is the pure statistical quantity (e.g. MMD^2 itself); ``paper_scale`` maps it to the official
+code's energy. Reference: Li, Wang, Liu, Hou, "Demystifying Neural Style Transfer", IJCAI 2017.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from nst_jax import kernels
+from nst_jax.losses import mmd
+from nst_jax.losses.stats import bn_stats, bn_term, check_samples, gram, gram_term, moments, safe_sqrt
+
+Target = dict[str, jax.Array]
+
+
+class SampleSums(NamedTuple):
+    """One layer's generated-side statistics as sums over its M positions (see :func:`sample_sums`).
+
+    What the additive methods need of x (M, N) is a sum over its rows, so the sums of disjoint parts of an
+    image (horizontal strips, :mod:`nst_jax.strips`) add up to those of the whole; :func:`style_loss` accepts
+    this in place of x. ``count`` is M (a Python int).
+    """
+
+    sums: Mapping[str, jax.Array]
+    count: int
+
+
+def _need(target: Mapping[str, Any], names: Sequence[str], method: str) -> None:
+    missing = [name for name in names if name not in target]
+    if missing:
+        raise ValueError(
+            f"style target for {method!r} lacks {', '.join(missing)}: build it with style_target and the "
+            "same parameters"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleMethod:
+    """Base class of the style methods; subclasses are frozen dataclasses whose fields are the parameters."""
+
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def from_config(cls, config: Any) -> StyleMethod:
+        """The method with the parameters a run config (``configs/default.py``) gives it."""
+        del config
+        return cls()
+
+    def params(self) -> dict[str, Any]:
+        """The parameters, by name (defaults included)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def describe(self) -> str:
+        """``"c=1.0, d=2"``, for messages (tile sizes left out: they do not change the value)."""
+        return ", ".join(f"{k}={v}" for k, v in self.params().items() if k != "block_size") or "no parameters"
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether :meth:`loss` draws random numbers (and so needs a key)."""
+        return False
+
+    @property
+    def streamable(self) -> bool:
+        """Whether the loss needs only :class:`SampleSums` of x (:meth:`sums`), not x itself."""
+        return False
+
+    def target(self, y: jax.Array) -> Target:
+        """Style-side statistics of one layer: y (M', N) -> a dict of arrays (a pytree)."""
+        raise NotImplementedError
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        """The layer's loss of x (M, N) against a :meth:`target`: a scalar."""
+        raise NotImplementedError
+
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        """The sums over the rows of x (M, N) that :meth:`loss_from_sums` needs; ``weights`` (M,) is 1 for rows
+        inside the image and 0 for padding rows (whose x is 0)."""
+        raise ValueError(f"style method {self.name!r} with {self.params()} needs all samples at once")
+
+    def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
+        """:meth:`loss` from the sums of all of x's rows (added over strips)."""
+        raise ValueError(f"style method {self.name!r} with {self.params()} needs the samples, not their sums")
+
+    def paper_scale(self, m: int, n: int) -> float:
+        """The official code's factor c(M, N) at a layer of M = H*W positions and N channels."""
+        raise NotImplementedError
+
+    def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        """The target of the mixture sum_k w_k P_k of two or more styles' distributions (w_k > 0, summing to
+        1). Default: the target of :func:`nst_jax.losses.fusion.mixture_samples` (pooled samples)."""
+        from nst_jax.losses.fusion import mixture_samples  # fusion imports this module
+
+        return self.target(mixture_samples(ys, weights))
+
+    def _weighted_moments(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        # A mixture's second moment (Gram) and mean are the w-weighted sums of the components'.
+        singles = [self.target(y) for y in ys]
+        out = {}
+        for name in ("gram", "mean"):
+            if name in singles[0]:
+                out[name] = sum(wk * t[name] for wk, t in zip(weights, singles, strict=True))
+        return out
+
+
+REGISTRY: dict[str, type[StyleMethod]] = {}
+"""``--kernel`` name -> style method class, in the order they are registered."""
+
+
+def register(cls: type[StyleMethod]) -> type[StyleMethod]:
+    """Class decorator: adds a :class:`StyleMethod` subclass to :data:`REGISTRY` under its ``name``."""
+    if not cls.name or cls.name in REGISTRY:
+        raise ValueError(f"style method name {cls.name!r} is empty or taken")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str, **params: Any) -> StyleMethod:
+    """The method called ``name`` with ``params`` (the others at their defaults).
+
+    Raises:
+      ValueError: an unknown method or parameter name, or an invalid parameter value.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown style method {name!r}; known methods: {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    mmd.check_param_names(params, [f.name for f in dataclasses.fields(cls)], f"style method {name!r}")
+    return cls(**params)
+
+
+def resolve(method: str | StyleMethod, params: Mapping[str, Any]) -> StyleMethod:
+    """A method object from a name and parameters, or an object (then ``params`` must be empty)."""
+    if isinstance(method, StyleMethod):
+        if params:
+            raise ValueError(f"parameters {dict(params)} given with the method object {method}")
+        return method
+    return get(method, **params)
+
+
+def _check_estimator(method: str, estimator: str) -> None:
+    if estimator not in mmd.ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; known estimators: {', '.join(mmd.ESTIMATORS)}")
+    if estimator == "rff" and method != "gaussian":
+        raise ValueError(f"the rff estimator needs the gaussian kernel, got style method {method!r}")
+
+
+def _pairwise_loss(x: jax.Array, y: jax.Array, k: kernels.Kernel, unbiased: bool, block_size: int,
+                   kparams: Mapping[str, Any], kyy: jax.Array | None) -> jax.Array:
+    """Tiled V- or U-statistic MMD^2 with the style side's mean kernel value ``kyy`` if already known."""
+    if unbiased and min(x.shape[0], y.shape[0]) < 2:
+        raise ValueError("the unbiased estimator needs at least 2 rows on each side")
+    if kyy is None:
+        kyy = mmd.self_mean(k, y, unbiased, block_size, kparams)
+    kxy = kernels.pairwise_sum(k, x, y, block_size, **kparams) / float(x.shape[0] * y.shape[0])
+    return mmd.self_mean(k, x, unbiased, block_size, kparams) + kyy - 2.0 * kxy
+
+
+def poly2_closed(gx: jax.Array, mu_x: jax.Array, target: Mapping[str, jax.Array], c: float,
+                 self_x: jax.Array | None) -> jax.Array:
+    """MMD^2 under (a.b + c)^2 from Gram matrices and means; with ``self_x``, the unbiased estimator."""
+    out = jnp.sum(jnp.square(gx - target["gram"])) + 2.0 * c * jnp.sum(jnp.square(mu_x - target["mean"]))
+    if self_x is not None:
+        out = out + self_x + target["self"]
+    return out
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Gram(StyleMethod):
+    """Gatys' loss :func:`nst_jax.losses.gram_loss` = MMD^2 under k = (x.y)^2 / (4 N^2): second moments.
+
+    Target: ``gram`` = y^T y / M'. Streamable (x^T x). Paper scale 0.1 M (the poly energy with c = 0)."""
+
+    name: ClassVar[str] = "gram"
+
+    @property
+    def streamable(self) -> bool:
+        return True
+
+    def target(self, y: jax.Array) -> Target:
+        return {"gram": gram(y)}
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("gram",), self.name)
+        return gram_term(gram(x), target["gram"])
+
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        return {"xx": x.T @ x}
+
+    def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
+        _need(target, ("gram",), self.name)
+        return gram_term(x.sums["xx"] / x.count, target["gram"])
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 0.1 * m
+
+    def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        return self._weighted_moments(ys, weights)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Linear(StyleMethod):
+    """MMD^2 under the linear kernel k = x.y: ||mean x - mean y||^2, the channel means.
+
+    Target: ``mean``. Streamable (sum x). Paper scale 1e3 M / N."""
+
+    name: ClassVar[str] = "linear"
+
+    @property
+    def streamable(self) -> bool:
+        return True
+
+    def target(self, y: jax.Array) -> Target:
+        return {"mean": jnp.mean(y, axis=0)}
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("mean",), self.name)
+        return jnp.sum(jnp.square(jnp.mean(x, axis=0) - target["mean"]))
+
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        return {"x": jnp.sum(x, axis=0)}
+
+    def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
+        _need(target, ("mean",), self.name)
+        return jnp.sum(jnp.square(x.sums["x"] / x.count - target["mean"]))
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 1e3 * m / n
+
+    def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        return self._weighted_moments(ys, weights)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Poly(StyleMethod):
+    """MMD^2 under k = (x.y + c)^d: ``mmd2(x, y, kernel="poly", c=c, d=d, estimator=estimator)``.
+
+    With d = 2 and the full or unbiased estimator: the closed form ||G_x - G_y||^2 + 2c ||mu_x - mu_y||^2
+    (second moments and means; target ``gram``, ``mean``, plus ``self``, the style side's diagonal correction,
+    for unbiased), streamable. Otherwise the target keeps the ``samples`` and, for full and unbiased, ``kyy``,
+    the style side's mean kernel value, so it costs nothing per step. Paper scale 0.1 M / (4 N^2).
+    """
+
+    name: ClassVar[str] = "poly"
+    c: float = 1.0
+    d: int | float = 2
+    estimator: str = "full"
+    block_size: int = 512
+
+    def __post_init__(self) -> None:
+        _check_estimator(self.name, self.estimator)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Poly:
+        # The tile size stays at its default (the config's block_size is the Gaussian's).
+        return cls(c=float(config.poly_c), d=int(config.poly_d))
+
+    @property
+    def closed(self) -> bool:
+        """d = 2 with the full or unbiased estimator: computed from Gram matrices and means."""
+        return self.estimator in ("full", "unbiased") and mmd.is_two(self.d)
+
+    @property
+    def needs_key(self) -> bool:
+        return self.estimator == "linear"
+
+    @property
+    def streamable(self) -> bool:
+        return self.closed
+
+    def _kparams(self) -> dict[str, Any]:
+        return {"c": self.c, "d": self.d}
+
+    def target(self, y: jax.Array) -> Target:
+        unbiased = self.estimator == "unbiased"
+        if self.closed:
+            g, mu = gram(y), jnp.mean(y, axis=0)
+            out = {"gram": g, "mean": mu}
+            if unbiased:
+                out["self"] = mmd.poly2_self(y, g, mu, self.c)
+            return out
+        out = {"samples": y}
+        if self.estimator in ("full", "unbiased"):
+            out["kyy"] = mmd.self_mean(kernels.poly, y, unbiased, self.block_size, self._kparams())
+        return out
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        unbiased = self.estimator == "unbiased"
+        if self.closed:
+            _need(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
+            gx, mu_x = gram(x), jnp.mean(x, axis=0)
+            return poly2_closed(gx, mu_x, target, self.c, mmd.poly2_self(x, gx, mu_x, self.c) if unbiased else None)
+        _need(target, ("samples",), self.name)
+        y = target["samples"]
+        check_samples(x, y)
+        if self.estimator == "linear":
+            return mmd.mmd2_linear_time(x, y, "poly", key, self._kparams())
+        return _pairwise_loss(x, y, kernels.poly, unbiased, self.block_size, self._kparams(), target.get("kyy"))
+
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        if not self.closed:
+            return super().sums(x, target, weights)
+        out = {"xx": x.T @ x, "x": jnp.sum(x, axis=0)}
+        if self.estimator == "unbiased":
+            q = jnp.sum(jnp.square(x), axis=1)
+            out["q"], out["q2"] = jnp.sum(q), jnp.sum(jnp.square(q))
+        return out
+
+    def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
+        if not self.closed:
+            return super().loss_from_sums(x, target)
+        m, sums = x.count, x.sums
+        unbiased = self.estimator == "unbiased"
+        _need(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
+        gx, mu_x = sums["xx"] / m, sums["x"] / m
+        self_x = mmd.poly2_self_from(gx, mu_x, sums["q2"] / m, sums["q"] / m, self.c, m) if unbiased else None
+        return poly2_closed(gx, mu_x, target, self.c, self_x)
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 0.1 * m / (4.0 * n * n)
+
+    def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        if self.estimator == "full" and mmd.is_two(self.d):
+            return self._weighted_moments(ys, weights)
+        return super().mixture_target(ys, weights)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Gaussian(StyleMethod):
+    """MMD^2 under k = exp(-gamma ||x - y||^2): all moments. ``gamma`` None is the paper's rule, 1 / mean
+    squared distance under ``stop_gradient``; ``estimator`` "linear" (the paper's paired estimator, fresh pairs
+    each step), "full", "unbiased" or "rff" (``num_features`` random Fourier features).
+
+    Target: ``samples`` = y. With full or unbiased and an explicit gamma also ``kyy``, the style side's mean
+    kernel value. With the paper's rule and full, unbiased or rff: ``mean`` and ``ss`` (centred sum of
+    squares) for the pooled bandwidth; gamma then depends on x, so k(y, y) is recomputed every step for full
+    and unbiased (an extra O(M'^2 N) per step). Paper scale 3e14 K / (2 N M) with K = floor(M / 2) pairs.
+    """
+
+    name: ClassVar[str] = "gaussian"
+    gamma: float | None = None
+    estimator: str = "linear"
+    block_size: int = 512
+    num_features: int = 1024
+
+    def __post_init__(self) -> None:
+        _check_estimator(self.name, self.estimator)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Gaussian:
+        return cls(gamma=None if config.gaussian_gamma is None else float(config.gaussian_gamma),
+                   estimator=config.gaussian_estimator, block_size=int(config.block_size),
+                   num_features=int(config.rff_features))
+
+    @property
+    def needs_key(self) -> bool:
+        return self.estimator in ("linear", "rff")
+
+    def target(self, y: jax.Array) -> Target:
+        out = {"samples": y}
+        if self.estimator in ("full", "unbiased") and self.gamma is not None:
+            out["kyy"] = mmd.self_mean(kernels.gaussian, y, self.estimator == "unbiased", self.block_size,
+                                       {"gamma": self.gamma})
+        if self.gamma is None and self.estimator != "linear":
+            out["mean"], out["ss"] = moments(y)
+        return out
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("samples",), self.name)
+        y = target["samples"]
+        check_samples(x, y)
+        kparams: dict[str, Any] = {"gamma": self.gamma}
+        if self.estimator == "linear":
+            return mmd.mmd2_linear_time(x, y, "gaussian", key, kparams)
+        if self.gamma is None:
+            _need(target, ("mean", "ss"), self.name)
+            mu_x, ss_x = moments(x)
+            kparams["gamma"] = mmd.pooled_gamma_from_moments(
+                mu_x, ss_x, x.shape[0], target["mean"], target["ss"], y.shape[0]
+            )
+        if self.estimator == "rff":
+            return mmd.mmd2_rff(x, y, key, kparams["gamma"], self.num_features, self.block_size)
+        kyy = target["kyy"] if "kyy" in target and self.gamma is not None else None
+        return _pairwise_loss(x, y, kernels.gaussian, self.estimator == "unbiased", self.block_size, kparams, kyy)
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 3e14 * (m // 2) / (2.0 * n * m)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class BN(StyleMethod):
+    """BatchNorm-statistics matching :func:`nst_jax.losses.bn_loss`: per-channel mean and deviation.
+
+    Target: ``mean``, ``sd`` from :func:`nst_jax.losses.bn_stats`. Streamable: sums of x - s and (x - s)^2 with
+    s the target's mean, a shift that keeps the one-pass variance accurate in float32 (the generated and
+    style means are close). Paper scale 1e3 M / 2."""
+
+    name: ClassVar[str] = "bn"
+
+    @property
+    def streamable(self) -> bool:
+        return True
+
+    def target(self, y: jax.Array) -> Target:
+        mu, sd = bn_stats(y)
+        return {"mean": mu, "sd": sd}
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("mean", "sd"), self.name)
+        return bn_term(*bn_stats(x), target["mean"], target["sd"])
+
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        d = (x - target["mean"]) * weights[:, None]
+        return {"bn": jnp.sum(d, axis=0), "bn2": jnp.sum(jnp.square(d), axis=0)}
+
+    def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
+        _need(target, ("mean", "sd"), self.name)
+        m, sums = x.count, x.sums
+        d = sums["bn"] / m
+        return bn_term(target["mean"] + d, safe_sqrt(sums["bn2"] / m - jnp.square(d)), target["mean"], target["sd"])
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 1e3 * m / 2.0
+
+    def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        # The mixture's variance is sum_k w_k (sd_k^2 + mu_k^2) - mu^2.
+        singles = [self.target(y) for y in ys]
+        mean = sum(wk * t["mean"] for wk, t in zip(weights, singles, strict=True))
+        second = sum(wk * (t["sd"] ** 2 + t["mean"] ** 2) for wk, t in zip(weights, singles, strict=True))
+        return {"mean": mean, "sd": safe_sqrt(jnp.maximum(second - mean**2, 0.0))}
+
+
+METHODS: tuple[str, ...] = tuple(REGISTRY)
+"""The ``--kernel`` names: ``gram``, ``linear``, ``poly``, ``gaussian``, ``bn``."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The functional interface by name (what existed before the objects; kept for scripts and notebooks).
+
+
+def layer_loss(method: StyleMethod, x: jax.Array | SampleSums, target: Mapping[str, jax.Array], *,
+               key: jax.Array | None = None) -> jax.Array:
+    """``method``'s loss of x, samples (M, N) or their :class:`SampleSums`, against ``target``."""
+    if isinstance(x, SampleSums):
+        if not method.streamable:
+            raise ValueError(f"style method {method.name!r} with {method.params()} needs the samples, not their sums")
+        return method.loss_from_sums(x, target)
+    check_samples(x)
+    if method.needs_key and key is None:
+        raise ValueError(f"the {method.estimator!r} estimator draws random numbers and needs a key")
+    return method.loss(x, target, key=key)
+
+
+def style_target(method: str | StyleMethod, y: jax.Array, **params: Any) -> Target:
+    """One layer's style target, computed once per run: ``get(method, **params).target(y)``."""
+    check_samples(y)
+    return resolve(method, params).target(y)
+
+
+def style_loss(method: str | StyleMethod, x: jax.Array | SampleSums, target: Mapping[str, jax.Array], *,
+               key: jax.Array | None = None, **params: Any) -> jax.Array:
+    """One layer's style loss of x (M, N), or its :class:`SampleSums` for a streamable method, against a
+    :func:`style_target` built with the same method and parameters; ``key`` for random estimators.
+
+    Equal to the direct loss with the style samples y the target was built from: ``gram``: :func:`gram_loss`;
+    ``linear``: ``mmd2(x, y, kernel="linear")``; ``poly``: ``mmd2(x, y, kernel="poly", ...)``; ``gaussian``:
+    ``mmd2(x, y, kernel="gaussian", ...)``; ``bn``: :func:`bn_loss`.
+    """
+    return layer_loss(resolve(method, params), x, target, key=key)
+
+
+def paper_scale(method: str | StyleMethod, m: int, n: int, **params: Any) -> float:
+    """The official code's per-layer factor: energy = s * paper_scale * style_loss (s: the style weight).
+
+    Derivation. The official code (lyttonhao/Neural-Style-MMD) never forms its energies; each layer's custom
+    op back-propagates grad_scale * d, and d is half the gradient of the quantity below (e.g. the Gaussian
+    op's dx0 = gamma (-k(x0,x1)(x0 - x1) + k(x0,y1)(x0 - y1)) = (1/2) d h / d x0). With the op's grad_scale
+    (``w_style`` * s / (N M), or / (N^2 M) for poly, or * M for BN, where M = H*W and N = channels) the energy
+    whose gradient it applies is (PAPER_SPEC "Style energies per layer"):
+      * linear: s * 2e3 / (N M) * (1/2) ||sum F - sum S||^2 = s * 1e3 * (M/N) ||mu_F - mu_S||^2,
+        so scale = 1e3 M / N for mmd2(linear, full).
+      * poly (d = 2): s * 0.1 / (N^2 M) * 1/4 * (||F^T F - S^T S||^2 + 2c ||sum F - sum S||^2); the bracket is
+        M^2 * mmd2(poly c, d=2, full), so scale = 0.1 M / (4 N^2). Applied as is for other d (not in the
+        official code).
+      * gram: the poly energy with c = 0, and gram_loss = mmd2 / (4 N^2), so scale = 0.1 M.
+      * gaussian: s * 3e14 / (N M) * (1/2) h with h = K * mmd2(linear estimator), K = floor(M/2) pairs, so
+        scale = 3e14 K / (2 N M) (= 3e14 / (4N) for even M). Applied as is to the other estimators, which
+        estimate the same MMD^2.
+      * bn: s * 1e3 * (M N / N) * (1/2) * (1/N) sum_c [...] = s * 1e3 * M / 2 * bn_loss, so scale = 500 M.
+    Caveat: the official linear and poly ops do not back-propagate exactly these energies' gradients. The linear
+    op's d gives row i the value sum_c (x_ic - y_ic) in every channel (positions of the two images paired), the
+    gradient of ||F 1 - S 1||^2 / 2 rather than of ||sum F - sum S||^2 / 2; the poly op's d is
+    F F^T (F - S) + c (F - S) rather than F (F^T F - S^T S) + c 1 1^T (F - S). The factors above are for the
+    energies the ops were meant to apply (PAPER_SPEC), which are what this module computes.
+    The official code forces the style image to the content's size (M' = M), and its factors were tuned for
+    Caffe VGG features on the 0-255 scale.
+
+    Args:
+      method: a name in :data:`METHODS` or a method object.
+      m: M = H*W of the generated image at this layer; n: N, its channels.
+      **params: the method's parameters (checked; the factors do not depend on them).
+    """
+    obj = resolve(method, params)
+    if m < 1 or n < 1:
+        raise ValueError(f"m and n must be positive, got m={m}, n={n}")
+    return obj.paper_scale(m, n)
+
+
+def streamable(method: str | StyleMethod, **params: Any) -> bool:
+    """Whether ``method`` with ``params`` needs only :class:`SampleSums` of x: gram, linear, bn, and poly with
+    d = 2 and the full or unbiased estimator (closed forms). The pairwise and random-feature estimators need
+    all of x's samples at once."""
+    return resolve(method, params).streamable

@@ -1,0 +1,140 @@
+"""Basic statistics of feature samples and the losses built on them alone: Gram, BN moments, content, TV.
+
+One VGG layer's activations of an image, (H, W, N), are M = H*W samples of an N-vector (:func:`to_samples`).
+``x`` is the generated image's side (the one differentiated), ``y`` the style image's; M and M' may differ.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def to_samples(features: jax.Array) -> jax.Array:
+    """Activations to sample matrices: (H, W, C) -> (H*W, C); (B, H, W, C) -> (B, H*W, C).
+
+    Row i is spatial position i in row-major order; the order does not matter to any loss here except the
+    content loss, which is computed on the activations directly.
+    """
+    if features.ndim == 3:
+        return features.reshape(-1, features.shape[-1])
+    if features.ndim == 4:
+        return features.reshape(features.shape[0], -1, features.shape[-1])
+    raise ValueError(f"features must be (H, W, C) or (B, H, W, C), got shape {tuple(features.shape)}")
+
+
+def check_samples(x: jax.Array, y: jax.Array | None = None) -> None:
+    """ValueError unless x (and y) are sample matrices (M, N) with the same N."""
+    for name, z in (("x", x), ("y", y)):
+        if z is not None and z.ndim != 2:
+            raise ValueError(f"{name} must be a sample matrix (M, N), got shape {tuple(z.shape)}")
+    if y is not None and x.shape[1] != y.shape[1]:
+        raise ValueError(f"channel counts differ: x has N={x.shape[1]}, y has N={y.shape[1]}")
+
+
+def gram(x: jax.Array) -> jax.Array:
+    """Normalised Gram matrix x^T x / M: (M, N) -> (N, N), the mean of the outer products of the samples."""
+    check_samples(x)
+    return x.T @ x / x.shape[0]
+
+
+def moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean (N,) and centred total sum of squares sum_i ||x_i - mean||^2 (scalar) of x (M, N)."""
+    mu = jnp.mean(x, axis=0)
+    return mu, jnp.sum(jnp.square(x - mu))
+
+
+def safe_sqrt(v: jax.Array) -> jax.Array:
+    """sqrt with derivative 0 at v == 0 instead of inf (see :func:`bn_stats` for why 0 is right there)."""
+    # The double where keeps the untaken branch's gradient finite too.
+    pos = v > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, v, 1.0)), 0.0)
+
+
+def gram_term(gx: jax.Array, gy: jax.Array) -> jax.Array:
+    """1/(4 N^2) ||G_x - G_y||_F^2 of two normalised (N, N) Gram matrices."""
+    n = gx.shape[0]
+    return jnp.sum(jnp.square(gx - gy)) / (4.0 * n * n)
+
+
+def gram_loss(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Gatys' style loss 1/(4 N^2) ||x^T x / M - y^T y / M'||_F^2 (each Gram normalised by its own count).
+
+    For M == M' this is 1/(4 N^2 M^2) ||G_x - G_y||^2 with unnormalised Grams, and for any M, M' it equals
+    ``mmd2(x, y, kernel="poly", c=0, d=2, estimator="full") / (4 N^2)`` (Li et al. 2017, theorem 1).
+    x: (M, N), y: (M', N) -> scalar.
+    """
+    check_samples(x, y)
+    return gram_term(gram(x), gram(y))
+
+
+def bn_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and population standard deviation (1/M, as the official code): (M, N) -> (N,), (N,).
+
+    The deviation is sqrt(mean_i (x_i - mu)^2) exactly, with no epsilon, through a guarded square root whose
+    derivative at 0 is 0. Why that is right: sd_c = ||x_c - mu_c|| / sqrt(M) is a scaled Euclidean norm of the
+    centred channel, so its gradient (x_c - mu_c) / (M sd_c) has norm 1/sqrt(M) wherever sd_c > 0 and never
+    blows up; only at sd_c == 0 (a constant channel, e.g. a dead ReLU) does the chain rule form 0 * inf =
+    NaN (the official code's BN NaN). There the norm has no gradient and 0 is a valid subgradient, which is
+    what the guard returns. An epsilon (sqrt(var + eps)) would bias every value instead.
+    """
+    check_samples(x)
+    mu = jnp.mean(x, axis=0)
+    var = jnp.mean(jnp.square(x - mu), axis=0)
+    return mu, safe_sqrt(var)
+
+
+def bn_term(mu_x: jax.Array, sd_x: jax.Array, mu_y: jax.Array, sd_y: jax.Array) -> jax.Array:
+    """1/N sum_c (mu_x,c - mu_y,c)^2 + (sd_x,c - sd_y,c)^2 from the two sides' (N,) statistics."""
+    return jnp.mean(jnp.square(mu_x - mu_y) + jnp.square(sd_x - sd_y))
+
+
+def bn_loss(x: jax.Array, y: jax.Array) -> jax.Array:
+    """BN-statistics loss 1/N sum_c [(mu_x,c - mu_y,c)^2 + (sd_x,c - sd_y,c)^2]: (M, N), (M', N) -> scalar.
+
+    Statistics from :func:`bn_stats`; the gradient is finite for constant channels.
+    """
+    check_samples(x, y)
+    return bn_term(*bn_stats(x), *bn_stats(y))
+
+
+def content_loss(f: jax.Array, p: jax.Array) -> jax.Array:
+    """sum (F - P)^2 over all elements: the paper's content energy without its weight alpha (the caller's).
+
+    f, p: activations of the generated and the content image, same shape (any). No 1/2, no normalisation,
+    as the official code.
+    """
+    if f.shape != p.shape:
+        raise ValueError(f"content features differ in shape: {tuple(f.shape)} and {tuple(p.shape)}")
+    return jnp.sum(jnp.square(f - p))
+
+
+def total_variation(image: jax.Array, *, boundary: str = "free") -> jax.Array:
+    """Squared total variation: sum of squared differences of vertically and horizontally adjacent pixels.
+
+    TV(x) = sum_{h, w, c} (x[h+1, w, c] - x[h, w, c])^2 + (x[h, w+1, c] - x[h, w, c])^2, summed over the
+    batch too. ``boundary="free"`` counts only pairs inside the image. ``boundary="zero"`` also counts each
+    border pixel's differences to a zero frame (zero padding by one pixel).
+
+    The official code applies no TV loss but adds tv_weight * conv(x, [[0,-1,0],[-1,4,-1],[0,-1,0]] / 8)
+    (zero padding) to the gradient; that equals tv_weight / 16 * grad of ``total_variation(x,
+    boundary="zero")`` exactly, since d TV / d x = 2 (4 x - sum of the four neighbours, 0 outside). With x in
+    mean-subtracted units the zero frame is the mean colour.
+
+    Args:
+      image: (H, W, C) or (B, H, W, C).
+      boundary: ``"free"`` or ``"zero"``.
+
+    Returns:
+      A scalar in squared image units.
+    """
+    if image.ndim not in (3, 4):
+        raise ValueError(f"image must be (H, W, C) or (B, H, W, C), got shape {tuple(image.shape)}")
+    if boundary == "zero":
+        pad = [(0, 0)] * (image.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+        image = jnp.pad(image, pad)
+    elif boundary != "free":
+        raise ValueError(f"boundary must be 'free' or 'zero', not {boundary!r}")
+    dh = image[..., 1:, :, :] - image[..., :-1, :, :]
+    dw = image[..., :, 1:, :] - image[..., :, :-1, :]
+    return jnp.sum(jnp.square(dh)) + jnp.sum(jnp.square(dw))
