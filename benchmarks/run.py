@@ -8,7 +8,7 @@ style method (gram, linear, poly c=1 d=2, gaussian with the paper's linear-time 
 ``configs/default.py``: relu4_2 content, relu1_1..relu5_1 style, Adam lr 0.05, init from the content image,
 automatic balance), each framework runs the same optimisation from the same image:
 
-* ``jax``: the real loop, :func:`nst_jax.transfer.make_chunk` jitted with a chunk of ``--chunk`` steps and
+* ``jax``: the real loop, :func:`nst_jax.transfer.chunk` jitted with a chunk of ``--chunk`` steps and
   the carry donated; ms/iteration = chunk time / chunk. ``jax_step`` is the same with a chunk of one step
   (one dispatch per step).
 * ``torch_eager``: :class:`benchmarks.torch_baseline.StyleTransfer`, memory format chosen per size by a short
@@ -178,7 +178,8 @@ def jax_side(method: str, params: Any, content: np.ndarray, style: np.ndarray) -
     scales = {"content": jnp.float32(s["content_weight"]),
               "style": {k: jnp.float32(weight * factors[k[0]] * v) for k, v in base.items()}}
     low, high = image.pixel_range("torchvision")
-    settings = transfer.StepSettings(steps=1 << 30, low=tuple(map(float, low)), high=tuple(map(float, high)))
+    settings = transfer.StepSettings(steps=1 << 30, low=tuple(map(float, low)), high=tuple(map(float, high)),
+                                     lr=float(s["lr"]))
     return JaxSide(problem, params, tgt, scales, x0, optax.adam(s["lr"]), settings, loop_key, factors, base)
 
 
@@ -197,7 +198,7 @@ def jax_pair_perms(side: JaxSide, steps: int, size: int) -> list[dict[tuple[int,
         for li, layer in enumerate(side.problem.style_layers):
             m = (size // 2 ** vgg.downsampling(layer)) ** 2
             for ti, term in enumerate(side.problem.terms):
-                if term.method != "gaussian":
+                if term.name != "gaussian":
                     continue
                 kx, ky = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, li), ti))
                 perms[(ti, layer)] = (np.asarray(jax.random.permutation(kx, m)),
@@ -223,7 +224,7 @@ def torch_side(side: JaxSide, features: Any, content: np.ndarray, style: np.ndar
         np.asarray(side.x0),
         content_layers=side.problem.content_layers, style_layers=side.problem.style_layers,
         layer_weights=side.problem.layer_weights,
-        terms=[tb.Term(term.method, term.weight, float(term.params.get("c", 1.0)))],
+        terms=[tb.Term(term.name, term.weight, float(term.params.get("c", 1.0)))],
         content_scale=float(side.scales["content"]),
         style_scales={k: float(v) for k, v in side.scales["style"].items()},
         tv_weight=side.problem.tv_weight, lr=SETTINGS["lr"], low=low, high=high,
@@ -306,11 +307,10 @@ def make_jax_runner(side: JaxSide, steps: int, chunk: int, name: str) -> Runner:
 
     from nst_jax import transfer
 
-    fn = jax.jit(transfer.make_chunk(side.problem, side.opt, side.settings, chunk), donate_argnums=0)
+    fn = jax.jit(functools.partial(transfer.chunk, side.problem, side.settings, chunk), donate_argnums=0)
 
     def carry():
-        x = jnp.copy(side.x0)
-        return (x, jax.tree.map(jnp.copy, side.opt.init(x)), jnp.int32(0), jnp.bool_(False))
+        return transfer.init_state(side.problem, side.settings, jnp.copy(side.x0))
 
     args = (side.params, side.tgt, side.scales, side.loop_key)
     t0 = time.perf_counter()

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +20,7 @@ from conftest import REPO_ROOT
 from PIL import Image
 
 from configs import test as test_config
-from nst_jax import batch, cli, image, vgg, weights
+from nst_jax import batch, cli, image, outputs, vgg, weights
 
 
 def write_images(folder, names, hw, seed) -> list[str]:
@@ -117,7 +116,7 @@ def test_user_errors_are_one_line_exit_2(case, message, tmp_path, capsys):
     elif case == "ids_without_multihost":
         kwargs["process_id"] = 1
     with pytest.raises(SystemExit) as exit_info:
-        batch.run_cli(config, content_dir=content_dir, output_dir=out, **kwargs)
+        cli.run_batch(config, content_dir=content_dir, output_dir=out, **kwargs)
     assert exit_info.value.code == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
@@ -150,9 +149,9 @@ def test_interrupted_batch_reruns_only_missing_jobs(random_weights, tmp_path):
     # A job interrupted between its image and its record, and one whose record is damaged, are not complete.
     image.save_image(jobs[1].output, np.zeros((24, 32, 3), np.float32))
     write_images(out, ["c__s__gram.png"], (24, 32), 3)
-    with open(cli.record_path(jobs[2].output), "w") as f:
+    with open(outputs.record_path(jobs[2].output), "w") as f:
         f.write("{")
-    done_mtime = os.stat(jobs[0].output).st_mtime_ns, os.stat(cli.record_path(jobs[0].output)).st_mtime_ns
+    done_mtime = os.stat(jobs[0].output).st_mtime_ns, os.stat(outputs.record_path(jobs[0].output)).st_mtime_ns
 
     logs.clear()
     second = batch.run_jobs(config, jobs, weights=loaded, log=logs.append)
@@ -160,9 +159,9 @@ def test_interrupted_batch_reruns_only_missing_jobs(random_weights, tmp_path):
     assert second.skipped == ["a__s__gram"]
     assert second.written == ["b__s__gram", "c__s__gram", "d__s__gram"]
     assert "1 already complete (skipped), 3 to run" in logs[0]
-    assert (os.stat(jobs[0].output).st_mtime_ns, os.stat(cli.record_path(jobs[0].output)).st_mtime_ns) == done_mtime
+    assert (os.stat(jobs[0].output).st_mtime_ns, os.stat(outputs.record_path(jobs[0].output)).st_mtime_ns) == done_mtime
     assert all(batch.is_complete(j) for j in jobs)
-    record = json.loads(open(cli.record_path(jobs[1].output)).read())
+    record = json.loads(open(outputs.record_path(jobs[1].output)).read())
     assert record["steps_run"] == 4 and record["output"] == os.path.abspath(jobs[1].output)
     assert record["config"]["content"] == jobs[1].content and record["batch"]["process_count"] == 1
     assert record["final_losses"]["total"] < record["losses"]["total"][0]
@@ -175,43 +174,7 @@ def test_interrupted_batch_reruns_only_missing_jobs(random_weights, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # Stacked and sharded over 8 devices: the same images as single runs.
 
-DEVICES_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import jax, numpy as np
-    from PIL import Image
-    from configs import test as test_config
-    from nst_jax import batch, image, runner, weights
-
-    weights_path, content_dir, style_a, style_b, out = sys.argv[1:6]
-    loaded = weights.load(weights_path)
-    report = {"devices": jax.local_device_count()}
-
-    singles = {}
-
-    def compare(config, jobs, devices, key):
-        summary = batch.run_jobs(config, jobs, weights=loaded, devices=devices, log=lambda m: None)
-        diffs = []
-        for job in jobs:
-            if job.name not in singles:
-                singles[job.name] = runner.stylize(job.content, job.style, batch.job_config(config, job),
-                                                   weights=loaded)[0]
-            stacked = np.asarray(Image.open(job.output).convert("RGB")).astype(int)
-            diffs.append(int(np.abs(stacked - image.to_uint8(singles[job.name]).astype(int)).max()))
-        report[key] = {"written": summary.written, "max_diff_uint8": diffs,
-                       "padded_to": [json.load(open(j.output[:-4] + ".json"))["batch"]["padded_to"] for j in jobs]}
-
-    # Noise init and the Gaussian's random pairs: the keys of every job must be those of its single run.
-    config = test_config.get_config()
-    config.weights, config.steps, config.init = weights_path, 4, "noise"
-    config.kernel, config.kernel_weights = "linear,gaussian", "0.5,0.5"
-    # 8 jobs (4 contents x 2 styles) on 8 devices.
-    jobs = batch.list_jobs(content_dir, [style_a, style_b], [config.kernel], out + "/eight")
-    compare(config, jobs, jax.local_devices(), "eight_on_eight")
-    # 5 jobs on 8 devices: one round padded to 8 (the same compiled program as above).
-    jobs = batch.list_jobs(content_dir, [style_a, style_b], [config.kernel], out + "/five")[:5]
-    compare(config, jobs, jax.local_devices(), "five_on_eight")
-    print(json.dumps(report))
-""")
+DEVICES_PROGRAM = os.path.join(REPO_ROOT, "tests", "programs", "batch_on_devices.py")
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +184,7 @@ def device_report(random_weights, tmp_path_factory):
     style_a, style_b = write_images(root, ["sa.png", "sb.png"], (40, 30), 1)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
-        [sys.executable, "-c", DEVICES_SCRIPT, random_weights, str(root / "in"), style_a, style_b, str(root / "out")],
+        [sys.executable, DEVICES_PROGRAM, random_weights, str(root / "in"), style_a, style_b, str(root / "out")],
         capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

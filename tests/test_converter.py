@@ -465,14 +465,14 @@ def test_resnet18_checkpoint_named(tmp_path):
     assert not os.path.exists(tmp_path / "out.msgpack")
 
 
-def test_convert_records_source_and_origin(random_pth, random_params, tmp_path):
+def test_convert_records_source_and_origin(random_pth, torch_params, tmp_path):
     out = convert(random_pth, str(tmp_path / "caffe.msgpack"), "caffe")
     loaded = weights.load(out)
     assert loaded.source == "caffe"
     assert loaded.origin == f"vgg19-random.pth (sha256 {weights.file_sha256(random_pth)})"
     for layer in vgg.CONV_LAYERS:
         np.testing.assert_array_equal(
-            loaded.params["params"][layer]["kernel"], random_params["params"][layer]["kernel"]
+            loaded.params["params"][layer]["kernel"], torch_params["params"][layer]["kernel"]
         )
     with pytest.raises(WeightsError, match="source must be one of torchvision, caffe"):
         convert(random_pth, str(tmp_path / "x.msgpack"), "imagenet")
@@ -603,11 +603,11 @@ def _one_error_line(proc) -> str:
     return lines[0]
 
 
-def test_cli_output_loads(random_weights, random_pth):
-    loaded = weights.load(random_weights)
+def test_cli_output_loads(torch_weights, random_pth):
+    loaded = weights.load(torch_weights)
     assert loaded.source == "torchvision"
     assert loaded.origin.startswith("vgg19-random.pth (sha256 ")
-    assert [f for f in os.listdir(os.path.dirname(random_weights)) if f != "vgg19-random.msgpack"] == []
+    assert [f for f in os.listdir(os.path.dirname(torch_weights)) if f != "vgg19-random.msgpack"] == []
 
 
 def test_cli_default_output_and_caffe(random_pth, tmp_path):

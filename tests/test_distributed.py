@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from nst_jax import batch, cli, image
+from nst_jax import batch, image, outputs
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "test.py")
 
@@ -78,7 +78,7 @@ def test_two_processes_split_the_batch_without_overlap_or_loss(two_hosts):
     for i, job in enumerate(jobs):
         assert job.name in shares[i % 2]
         assert batch.is_complete(job)
-        record = json.loads(open(cli.record_path(job.output)).read())
+        record = json.loads(open(outputs.record_path(job.output)).read())
         assert record["batch"]["process_index"] == i % 2 and record["batch"]["process_count"] == 2
         assert record["batch"]["local_devices"] == 2 and record["device"]["count"] == 4  # 2 hosts x 2
     for pid, (_, err) in enumerate(results):

@@ -508,7 +508,7 @@ class TestFusion:
 
     @staticmethod
     def np_loss(term, x, y, key):
-        if term.method == "linear":
+        if term.name == "linear":
             return np.sum((x.mean(0) - y.mean(0)) ** 2)
         if term.params["estimator"] == "full":
             return np_mmd2(x, y, "gaussian", gamma=term.params["gamma"])

@@ -77,7 +77,7 @@ def test_sgd_paper_early_stop(loaded, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel="gram", optimizer="sgd_paper", steps=6)
     config.sgd.stop_tol = 1.0
     _, record = runner.stylize(None, None, config, weights=loaded)
-    assert record["stopped_early"] and record["steps_run"] == 1
+    assert record["stopped_early"] and record["status"] == "stopped_early" and record["steps_run"] == 1
     assert len(record["losses"]["total"]) == 1
 
 

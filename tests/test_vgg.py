@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import vgg, weights
+from nst_jax import vgg
 
 torch = pytest.importorskip("torch")
 
@@ -46,7 +46,7 @@ def parity_input() -> np.ndarray:
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
-def test_parity_with_torchvision(torch_vgg, random_params, parity_input, pooling):
+def test_parity_with_torchvision(torch_vgg, torch_params, parity_input, pooling):
     features = torch_vgg.features
     if pooling == "avg":
         features = copy.deepcopy(features)
@@ -54,7 +54,7 @@ def test_parity_with_torchvision(torch_vgg, random_params, parity_input, pooling
             if isinstance(module, torch.nn.MaxPool2d):
                 features[index] = torch.nn.AvgPool2d(2, 2)
     ref = torch_activations(features, parity_input, PARITY_LAYERS)
-    ours = vgg.extract(random_params, jnp.asarray(parity_input.transpose(0, 2, 3, 1)), PARITY_LAYERS, pooling)
+    ours = vgg.extract(torch_params, jnp.asarray(parity_input.transpose(0, 2, 3, 1)), PARITY_LAYERS, pooling)
     assert sorted(ours) == sorted(PARITY_LAYERS)
     errors = relative_errors(ours, ref)
     print(f"\nparity with torchvision, {pooling} pooling, input {INPUT_SHAPE} (NCHW)")
