@@ -185,7 +185,7 @@ def jax_side(method: str, params: Any, content: np.ndarray, style: np.ndarray) -
 
 def jax_pair_perms(side: JaxSide, steps: int, size: int) -> list[dict[tuple[int, str], tuple[np.ndarray, ...]]]:
     """For each step, the permutations nst_jax's Gaussian linear-time estimator draws, per (term, layer):
-    the key path of make_chunk (fold_in step), fused_style_loss (fold_in layer position, then term index)
+    the key path of transfer.chunk (fold_in step), fused_style_loss (fold_in layer position, then term index)
     and linear_time_pairs (split into the x and y keys, one permutation each)."""
     import jax
 

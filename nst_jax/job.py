@@ -198,10 +198,64 @@ def run(
     """
     if not batched and len(jobs) != 1:
         raise ValueError(f"a run that is not batched takes one job, got {len(jobs)}")
-    place = placement or Placement()
-    cfg = jobs[0].config
-    source = weights.source
     started = time.time()
+    s = _setup(problem, settings, jobs, weights, batched, placement or Placement(), resume)
+    t0 = time.time()
+    compiled = (_CHUNK_BATCHED if batched else _CHUNK).lower(
+        problem, settings, length, s.state, s.params, s.tgt, s.scales, s.loop_key).compile()
+    compile_s = time.time() - t0
+
+    start_step = 0 if s.resumed is None else int(s.resumed.state.step)
+    names = ["total", *transfer.term_names(problem)]
+    x0_host = np.asarray(s.state.x)
+    trackers = [Tracker(names, jobs[0].config.log_every, x0_host[j] if batched else x0_host, start_step,
+                        None if s.resumed is None else s.resumed.history) for j in range(len(jobs))]
+    run_t0 = time.time()
+    interrupted, stopped = _loop(compiled, s, trackers, settings.steps, batched, start_step, after_chunk)
+    run_s = time.time() - run_t0
+    finals = [None] * len(jobs) if interrupted else _final_losses(problem, s, trackers, batched)
+
+    out = []
+    for j, (job, tracker) in enumerate(zip(jobs, trackers, strict=True)):
+        if tracker.nonfinite is not None:
+            status = "nonfinite"
+        elif interrupted and tracker.step < settings.steps and not stopped[j]:
+            status = "interrupted"
+        elif stopped[j] and tracker.step < settings.steps:
+            status = "stopped_early"
+        else:
+            status = "done"
+        record = run_record(
+            job, problem, weights, s.factors[j], s.base, tracker, status,
+            final=None if status in ("nonfinite", "interrupted") else finals[j],
+            resumed_from=None if s.resumed is None else start_step,
+            times={"setup_s": s.setup_s, "compile_s": compile_s, "run_s": run_s, "scale_s": time.time() - started},
+        )
+        out.append((to_rgb(tracker.last_finite, weights.source), record))
+    return out
+
+
+@dataclasses.dataclass
+class _Setup:
+    """A run's arrays before its first step (stacked on a job axis when batched)."""
+
+    params: Any
+    tgt: Any
+    base: dict[tuple[int, str], float]
+    factors: list[list[float]]
+    scales: Any
+    state: transfer.LoopState
+    loop_key: jax.Array
+    place: Placement
+    resumed: Resumed | None
+    setup_s: float
+
+
+def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Sequence[JobInputs],
+           weights: weights_lib.Weights, batched: bool, place: Placement,
+           resume: Callable[[transfer.LoopState], Resumed] | None) -> _Setup:
+    """Keys, images, targets, the paper's constants, balance factors, multipliers and the initial state."""
+    cfg, source = jobs[0].config, weights.source
     k = keys(cfg.seed)
     params = place.replicated(weights.params)
     contents = [image.preprocess(jnp.asarray(j.content), source) for j in jobs]
@@ -243,71 +297,52 @@ def run(
         state = place.stacked(jax.vmap(lambda x: transfer.init_state(problem, settings, jnp.copy(x)))(x0))
     else:
         state = fresh
-    chunk_fn = _CHUNK_BATCHED if batched else _CHUNK
-    t0 = time.time()
-    compiled = chunk_fn.lower(problem, settings, length, state, params, tgt, scales, loop_key).compile()
-    compile_s = time.time() - t0
+    return _Setup(params, tgt, base, factors, scales, state, loop_key, place, resumed, setup_s)
 
-    names = ["total", *transfer.term_names(problem)]
-    start_step = 0 if resumed is None else int(resumed.state.step)
-    x0_host = np.asarray(state.x)
-    trackers = [Tracker(names, cfg.log_every, x0_host[j] if batched else x0_host, start_step,
-                        None if resumed is None else resumed.history) for j in range(len(jobs))]
-    steps = settings.steps
 
-    def host(state: transfer.LoopState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x, step, stopped = np.asarray(state.x), np.asarray(state.step), np.asarray(state.stopped)
-        return (x, step, stopped) if batched else (x[None], step[None], stopped[None])
+def _loop(compiled: Any, s: _Setup, trackers: list[Tracker], steps: int, batched: bool, start_step: int,
+          after_chunk: Callable[[Chunk], bool] | None) -> tuple[bool, np.ndarray]:
+    """Runs chunks while a job has steps left; updates ``s.state`` and the trackers. Returns (whether
+    ``after_chunk`` stopped it with steps left, each job's early-stop flag)."""
 
-    interrupted = False
+    def stopped_flags() -> np.ndarray:
+        flag = np.asarray(s.state.stopped)
+        return flag if batched else flag[None]
+
+    def any_live() -> bool:
+        return any(t.live(steps, bool(f)) for t, f in zip(trackers, stopped_flags(), strict=True))
+
     run_t0 = time.time()
-    _, host_steps, host_stopped = host(state)
-    while any(t.live(steps, bool(s)) for t, s in zip(trackers, host_stopped, strict=True)):
-        state, terms = compiled(state, params, tgt, scales, loop_key)
+    while any_live():
+        s.state, terms = compiled(s.state, s.params, s.tgt, s.scales, s.loop_key)
         terms = jax.device_get(terms)
-        x_host, host_steps, host_stopped = host(state)
+        x_host, host_steps = np.asarray(s.state.x), np.asarray(s.state.step)
+        if not batched:
+            x_host, host_steps, terms = x_host[None], host_steps[None], {n: v[None] for n, v in terms.items()}
         for j, tracker in enumerate(trackers):
             if tracker.nonfinite is None:
-                tracker.absorb({n: (v[j] if batched else v) for n, v in terms.items()}, int(host_steps[j]),
-                               x_host[j])
+                tracker.absorb({n: v[j] for n, v in terms.items()}, int(host_steps[j]), x_host[j])
         if after_chunk is not None and any(t.nonfinite is None for t in trackers) and after_chunk(
-                Chunk(state, trackers, loop_key, factors, time.time() - run_t0, start_step)):
-            interrupted = any(t.live(steps, bool(s)) for t, s in zip(trackers, host_stopped, strict=True))
-            break
-    run_s = time.time() - run_t0
+                Chunk(s.state, trackers, s.loop_key, s.factors, time.time() - run_t0, start_step)):
+            return any_live(), stopped_flags()
+    return False, stopped_flags()
 
-    finals: list[dict[str, float] | None] = [None] * len(jobs)
-    if not interrupted:
-        final_steps = np.asarray([t.step for t in trackers], np.int32)
-        if batched:
-            x_final = place.stacked(np.stack([t.last_finite for t in trackers]))
-            value, final = jax.device_get(_ENERGY_BATCHED(problem, params, tgt, scales, x_final, loop_key,
-                                                          place.stacked(final_steps)))
-            finals = [{"total": float(value[j]), **{n: float(v[j]) for n, v in final.items()}}
-                      for j in range(len(jobs))]
-        elif trackers[0].nonfinite is None:
-            value, final = _ENERGY(problem, params, tgt, scales, jnp.asarray(trackers[0].last_finite),
-                                   jax.random.fold_in(loop_key, trackers[0].step))
-            finals = [{"total": float(value), **{n: float(v) for n, v in final.items()}}]
 
-    out = []
-    for j, (job, tracker) in enumerate(zip(jobs, trackers, strict=True)):
-        if tracker.nonfinite is not None:
-            status = "nonfinite"
-        elif interrupted and tracker.step < steps and not host_stopped[j]:
-            status = "interrupted"
-        elif host_stopped[j] and tracker.step < steps:
-            status = "stopped_early"
-        else:
-            status = "done"
-        record = run_record(
-            job, problem, weights, factors[j], base, tracker, status,
-            final=None if status in ("nonfinite", "interrupted") else finals[j],
-            resumed_from=None if resumed is None else start_step,
-            times={"setup_s": setup_s, "compile_s": compile_s, "run_s": run_s, "scale_s": time.time() - started},
-        )
-        out.append((to_rgb(tracker.last_finite, source), record))
-    return out
+def _final_losses(problem: transfer.Problem, s: _Setup, trackers: list[Tracker], batched: bool
+                  ) -> list[dict[str, float] | None]:
+    """Each job's energy terms at its last finite image, with that step's key (None where non-finite)."""
+    if batched:
+        x_final = s.place.stacked(np.stack([t.last_finite for t in trackers]))
+        steps = s.place.stacked(np.asarray([t.step for t in trackers], np.int32))
+        value, final = jax.device_get(_ENERGY_BATCHED(problem, s.params, s.tgt, s.scales, x_final, s.loop_key, steps))
+        return [{"total": float(value[j]), **{n: float(v[j]) for n, v in final.items()}}
+                for j in range(len(trackers))]
+    tracker = trackers[0]
+    if tracker.nonfinite is not None:
+        return [None]
+    value, final = _ENERGY(problem, s.params, s.tgt, s.scales, jnp.asarray(tracker.last_finite),
+                           jax.random.fold_in(s.loop_key, tracker.step))
+    return [{"total": float(value), **{n: float(v) for n, v in final.items()}}]
 
 
 def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.Weights, factors: Sequence[float],

@@ -31,7 +31,7 @@ from flax import serialization
 from PIL import Image
 
 from configs import test as test_config
-from nst_jax import checkpoint, image, optimizers, runner, vgg, weights
+from nst_jax import checkpoint, image, job, optimizers, runner, transfer, vgg, weights
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "test.py")
 MAIN, CONVERTER = "nst_jax.main", "weights_converter"
@@ -512,7 +512,9 @@ def test_non_finite_midway_keeps_the_image_of_the_last_finite_step(random_weight
         return optax.GradientTransformation(init, update)
 
     monkeypatch.setattr(optimizers, "make", poisoned)
-    monkeypatch.setattr(runner, "_JITTED", {})  # compiled here, dropped after: no other run may reuse the poison
+    # A jit of its own: the poisoned step is compiled here and dropped after, so no other run can reuse it.
+    monkeypatch.setattr(job, "_CHUNK", jax.jit(lambda *args: transfer.chunk(*args), static_argnums=(0, 1, 2),
+                                               donate_argnums=3))
     with pytest.raises(runner.NonFiniteLoss, match="non-finite at step 5") as e:
         runner.stylize(content, style, config, weights=loaded)
     assert e.value.record["steps_run"] == 4
