@@ -7,6 +7,7 @@ Entry modules (``main.py``, ``compare.py``) define the flags (from :data:`RUN_FL
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -34,7 +35,8 @@ class RunFlag:
 
 
 RUN_FLAGS: tuple[RunFlag, ...] = (
-    RunFlag("kernel", "string", "Style method gram|linear|poly|gaussian|bn, or a fusion such as linear,gaussian."),
+    RunFlag("kernel", "string", "Style method gram|linear|poly|gaussian|bn|swd|w2|coral|mkmmd, or a fusion such as "
+            "linear,gaussian."),
     RunFlag("kernel_weights", "string", "Fusion weights, one per method in --kernel, e.g. 0.5,0.5."),
     RunFlag("content", "string", "Content image (default: a demo image drawn by the package)."),
     RunFlag("style", "string", "Style image (default: a demo painting drawn by the package)."),
@@ -47,7 +49,7 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("style_weight", "float", "Style weight (with --balance=auto: style/content gradient ratio)."),
     RunFlag("content_weight", "float", "Content weight."),
     RunFlag("tv_weight", "float", "Total-variation weight."),
-    RunFlag("init", "string", "content|noise|IMAGE_FILE."),
+    RunFlag("init", "string", "content|noise|official_noise|IMAGE_FILE."),
     RunFlag("save_every", "integer", "Save an intermediate image every N steps (0: never)."),
     RunFlag("balance", "string", "auto|none: equalise style and content gradients at the start, or not."),
     RunFlag("style_size", "integer", "Long edge of the style image in pixels (default: the content's)."),
@@ -61,21 +63,34 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("remat", "bool", "Rematerialise VGG blocks in the backward pass (less memory, more compute)."),
     RunFlag("dtype", "enum:float32|bfloat16", "VGG compute dtype (parameters and losses stay float32)."),
     RunFlag("strips", "integer", "Compute VGG blocks 1-2 in this many horizontal strips: less memory for large "
-            "images, the same result (gram, linear, bn, poly at relu1_1/relu2_1)."),
+            "images, the same result (gram, linear, bn, w2, coral, poly at relu1_1/relu2_1)."),
 )
 """The flags of ``python -m nst_jax.main`` that override config fields; ``compare`` takes some of them."""
 
 
-def define_run_flags(names: Sequence[str] | None = None, helps: dict[str, str] | None = None) -> None:
+def define_run_flags(names: Sequence[str] | None = None, helps: dict[str, str] | None = None,
+                     defaults: Any = None) -> None:
     """Defines the :data:`RUN_FLAGS` called ``names`` (default: all), default ``None`` (the config's value);
-    ``helps`` replaces some help texts. Called by the entry modules, once."""
+    ``helps`` replaces some help texts; ``defaults`` (a config, e.g. ``configs/default.py``'s) adds each field's
+    value to the help. Called by the entry modules, once."""
     wanted = [f for f in RUN_FLAGS if names is None or f.name in names]
     for f in wanted:
         text = (helps or {}).get(f.name, f.help)
+        if defaults is not None and f.name in defaults:
+            text += f" [configs/default.py: {_shown(defaults[f.name], f.name)}]"
         if f.kind.startswith("enum:"):
             flags.DEFINE_enum(f.name, None, f.kind[5:].split("|"), text)
         else:
             getattr(flags, f"DEFINE_{f.kind}")(f.name, None, text)
+
+
+def _shown(value: Any, name: str) -> str:
+    if value is None:
+        return {"size": "512 on a GPU/TPU, 256 on a CPU", "style_size": "the content's"}.get(name, "unset")
+    if value == "":
+        return {"content": "a demo image", "style": "a demo painting", "weights": "the cached converted file",
+                "kernel_weights": "1 each", "style_blend": "equal"}.get(name, "empty")
+    return str(value)
 
 
 def apply_run_flags(config: Any) -> None:
@@ -92,10 +107,18 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_USER_ERROR)
 
 
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with bad flags reported as one line and exit status 2 (absl's own exits 1)."""
+    """absl flag parsing with bad flags reported as one line and exit status 2 (absl's own exits 1), and
+    ``--help`` exiting 0 (absl prints the help, then exits 1)."""
     try:
         return flags.FLAGS(argv)
+    except SystemExit as e:
+        if e.code == 1 and any(a in HELP_FLAGS for a in argv[1:]):
+            sys.exit(0)
+        raise
     except flags.Error as e:
         fail(str(e).splitlines()[0])
     except (ValueError, TypeError, KeyError, AttributeError) as e:  # config-file overrides (--config.x=...)
@@ -180,9 +203,11 @@ def run_one(config: Any) -> int:
             print(size_note, file=sys.stderr, flush=True)
         with StopOnInterrupt() as stop:
             try:
+                # The output folder is created only once every input has been checked (on_ready).
                 result, record = runner.stylize(config.content or None, config.style or None, config,
                                                 progress=bar, snapshot=snapshot, checkpoint_path=ckpt,
-                                                should_stop=stop)
+                                                should_stop=stop,
+                                                on_ready=lambda: outputs.prepare_output(config.output))
             except runner.NonFiniteLoss as e:
                 outputs.write_outputs(config.output, e.image, e.record)
                 raise UserError(f"{e}; it is in {config.output}, the record in "
@@ -192,7 +217,7 @@ def run_one(config: Any) -> int:
                 print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)
                 return job.EXIT_CODES[e.record["status"]]
         outputs.write_outputs(config.output, result, record)
-        if os.path.exists(ckpt):
+        with contextlib.suppress(FileNotFoundError):  # another run with this --output may have removed it
             os.remove(ckpt)  # the run is complete: its record replaces the checkpoint
     except UserError as e:
         fail(str(e))
@@ -230,6 +255,7 @@ def run_batch(
             raise UserError("--coordinator_address, --num_processes and --process_id need --multihost")
         jobs = batch.list_jobs(content_dir, batch.alternatives(config.style), batch.alternatives(config.kernel),
                                output_dir)
+        # Checks without creating: the folder appears with the first job's outputs, after its inputs were read.
         outputs.check_output(jobs[0].output, sorted({p for j in jobs for p in (j.content, *j.style.split(","))}))
         with StopOnInterrupt() as stop:
             summary = batch.run_jobs(config, jobs, should_stop=stop)

@@ -12,13 +12,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from configs import default as default_config
 from nst_jax import cli
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Run configuration file.",
                                 lock_config=True)
-cli.define_run_flags()
+cli.define_run_flags(defaults=default_config.get_config())
 # Batch mode (nst_jax.batch): --content_dir switches it on; --style and --kernel then take ';'-separated lists.
 flags.DEFINE_string("content_dir", None, "Batch mode: stylise every image in this folder (see nst_jax.batch).")
 flags.DEFINE_string("output_dir", None, "Batch mode: where OUT/<content>__<style>__<method>.png and .json go.")
@@ -28,6 +29,7 @@ flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of
 flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes (default: from the environment).")
 flags.DEFINE_integer("process_id", None, "With --multihost: this process's index (default: from the environment).")
 
+flags.adopt_module_key_flags(cli)  # --help lists the run flags defined from cli's table
 FLAGS = flags.FLAGS
 
 

@@ -109,6 +109,7 @@ def stylize(
     snapshot: SnapshotFn | None = None,
     checkpoint_path: str | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stylises ``content`` with ``style``.
 
@@ -122,6 +123,8 @@ def stylize(
       checkpoint_path: where to write a checkpoint every ``config.checkpoint_every`` steps and on
         interruption (and read it from with ``config.resume``); ``None``: no checkpoints.
       should_stop: polled between chunks; when it returns True the run checkpoints and raises Interrupted.
+      on_ready: called once, after the config, weights, images and their sizes have been checked and before
+        the first step: where a caller creates its output folder, so a bad input leaves nothing behind.
 
     With ``config.scales`` = K > 1 the run is coarse to fine: K sizes, each twice the last, ending at the
     content size; each scale runs ``config.steps`` steps and starts from the previous result upsampled.
@@ -161,7 +164,7 @@ def stylize(
                 # On resume, the scales before the checkpoint's are replayed (deterministically) without
                 # touching it; the checkpoint's own scale continues from it.
                 checkpoint_path=checkpoint_path if resume_scale is None or k >= resume_scale else None,
-                resume=resume_scale == k, should_stop=should_stop,
+                resume=resume_scale == k, should_stop=should_stop, on_ready=on_ready if k == 0 else None,
             )
         except (NonFiniteLoss, Interrupted) as e:
             e.image = _finish_colour(config, e.image, content_full, size)
@@ -198,12 +201,15 @@ def _run_scale(
     checkpoint_path: str | None,
     resume: bool,
     should_stop: Callable[[], bool] | None,
+    on_ready: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One optimisation at one size (:func:`nst_jax.job.run`) with progress, snapshots and checkpoints."""
     problem = cfg_lib.problem(config, blend)
     content_rgb, style_rgbs = job_inputs.content, job_inputs.styles
     cfg_lib.check_sizes(problem, [("content", content_rgb, job_inputs.content_desc),
                                   *(("style", r, d) for r, d in zip(style_rgbs, job_inputs.style_descs, strict=True))])
+    if on_ready is not None:
+        on_ready()
     settings = cfg_lib.step_settings(config, weights.source)
     length = cfg_lib.chunk_length(config, (config.save_every, config.checkpoint_every if checkpoint_path else 0))
     fp = checkpoint.fingerprint(

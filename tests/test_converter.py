@@ -1,17 +1,14 @@
-"""The torch-free .pth reader, the key map / shape checks, the download and the converter's command line."""
+"""The torch-free .pth reader, the key map / shape checks and the converter's command line (the download is
+tested against a local server in test_download.py)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import subprocess
 import tarfile
-import threading
-import urllib.error
 import zipfile
 from collections import OrderedDict
 
@@ -21,7 +18,7 @@ from conftest import run_converter
 
 from nst_jax import vgg, weights
 from nst_jax.errors import WeightsError
-from weights_converter import download, pth_reader
+from weights_converter import pth_reader
 from weights_converter.convert import convert, to_flax
 from weights_converter.pth_reader import UnsafeCheckpointError, read_state_dict
 
@@ -478,120 +475,6 @@ def test_convert_records_source_and_origin(random_pth, torch_params, tmp_path):
         convert(random_pth, str(tmp_path / "x.msgpack"), "imagenet")
 
 
-# --- download -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves ``tmp_path / "srv"`` on 127.0.0.1; yields (base URL, folder)."""
-    folder = tmp_path / "srv"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    server.shutdown()
-    server.server_close()
-
-
-def _payload(size: int = 3_000_000) -> tuple[bytes, str]:
-    data = np.random.default_rng(0).bytes(size)
-    return data, hashlib.sha256(data).hexdigest()
-
-
-def test_download_checks_hash_prefix(http_server, tmp_path):
-    base, folder = http_server
-    data, digest = _payload()
-    name = f"vgg19-{digest[:8]}.pth"
-    (folder / name).write_bytes(data)
-    progress = io.StringIO()
-    cache = tmp_path / "cache"
-    path = download.download(f"{base}/{name}", str(cache), progress=progress)
-    assert path == str(cache / name)
-    assert open(path, "rb").read() == data
-    assert os.listdir(cache) == [name]  # no temporary file left
-    assert "3.0/3.0 MB" in progress.getvalue() and "#" * 30 in progress.getvalue()
-    # A second call reuses the file (after checking it) instead of downloading again.
-    (folder / name).unlink()
-    assert download.download(f"{base}/{name}", str(cache), progress=None) == path
-
-
-def test_download_full_sha256(http_server, tmp_path):
-    base, folder = http_server
-    data, digest = _payload(1000)
-    (folder / "plain.pth").write_bytes(data)
-    path = download.download(f"{base}/plain.pth", str(tmp_path / "c"), sha256=digest.upper(), progress=None)
-    assert open(path, "rb").read() == data
-    with pytest.raises(WeightsError, match="no SHA-256 to check"):
-        download.download(f"{base}/plain.pth", str(tmp_path / "d"), progress=None)
-
-
-@pytest.mark.parametrize("full", [False, True], ids=["prefix", "full"])
-def test_download_hash_mismatch(http_server, tmp_path, full):
-    base, folder = http_server
-    data, digest = _payload(1000)
-    name = "vgg19-00000000.pth" if not full else f"vgg19-{digest[:8]}.pth"
-    (folder / name).write_bytes(data)
-    cache = tmp_path / "cache"
-    with pytest.raises(WeightsError, match=f"SHA-256 {digest} does not match .*--checkpoint={name}"):
-        download.download(f"{base}/{name}", str(cache), sha256="ab" * 32 if full else None, progress=None)
-    assert os.listdir(cache) == []
-
-
-def test_download_file_url(tmp_path):
-    data, digest = _payload(5000)
-    src = tmp_path / f"vgg19-{digest[:8]}.pth"
-    src.write_bytes(data)
-    path = download.download(src.as_uri(), str(tmp_path / "cache"), progress=None)
-    assert open(path, "rb").read() == data
-
-
-def test_download_http_error(http_server, tmp_path):
-    base, _ = http_server
-    with pytest.raises(
-        WeightsError,
-        match=r"cannot download .* \(HTTP 404 File not found\); download .* by hand.*--checkpoint=vgg19-",
-    ):
-        download.download(f"{base}/vgg19-dcbb9e9d.pth", str(tmp_path / "cache"), progress=None)
-    assert os.listdir(tmp_path / "cache") == []
-
-
-def test_download_offline(tmp_path):
-    def offline(url, timeout):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    with pytest.raises(WeightsError) as e:
-        download.download(download.URL, str(tmp_path / "cache"), opener=offline, progress=None)
-    msg = str(e.value)
-    assert "\n" not in msg
-    assert msg.startswith(f"cannot download {download.URL} ([Errno -3] Temporary failure in name resolution)")
-    assert msg.endswith("python -m weights_converter --checkpoint=vgg19-dcbb9e9d.pth")
-    assert os.listdir(tmp_path / "cache") == []
-
-
-def test_download_truncated_transfer(tmp_path):
-    class Short(io.BytesIO):
-        headers = {"Content-Length": "100"}
-
-    with pytest.raises(WeightsError, match="stopped at 60 of 100 bytes"):
-        download.download(
-            download.URL, str(tmp_path / "cache"), opener=lambda url, timeout: Short(b"x" * 60), progress=None
-        )
-    assert os.listdir(tmp_path / "cache") == []
-
-
-def test_hash_prefix():
-    assert download.hash_prefix(download.URL) == "dcbb9e9d"
-    assert download.hash_prefix("https://example.org/model.pth") is None
-
-
 # --- command line -------------------------------------------------------------------------------------------
 
 
@@ -603,10 +486,21 @@ def _one_error_line(proc) -> str:
     return lines[0]
 
 
-def test_cli_output_loads(torch_weights, random_pth):
+def test_cli_output_loads(torch_weights, random_pth, torch_vgg):
     loaded = weights.load(torch_weights)
     assert loaded.source == "torchvision"
     assert loaded.origin.startswith("vgg19-random.pth (sha256 ")
+    # The recorded digest is that of torchvision's own tensors, transposed to HWIO (computed here from torch).
+    convs = [m for m in torch_vgg.features if isinstance(m, torch.nn.Conv2d)]
+    flat = {}
+    for name, conv in zip(vgg.CONV_LAYERS, convs, strict=True):
+        flat[f"params/{name}/kernel"] = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+        flat[f"params/{name}/bias"] = conv.bias.detach().numpy()
+    digest = hashlib.sha256()
+    for key in sorted(flat):
+        digest.update(key.encode() + b"\0" + str(flat[key].shape).encode() + b"\0")
+        digest.update(np.ascontiguousarray(flat[key], "<f4").tobytes())
+    assert loaded.params_sha256 == digest.hexdigest()
     assert [f for f in os.listdir(os.path.dirname(torch_weights)) if f != "vgg19-random.msgpack"] == []
 
 
@@ -623,6 +517,12 @@ def test_cli_default_output_and_caffe(random_pth, tmp_path):
     "args,message",
     [
         (["--checkpoint=/nonexistent/vgg19.pth"], "error: checkpoint /nonexistent/vgg19.pth: no such file"),
+        (["--checkpoint=CKPT", "--url=http://127.0.0.1:9/x.pth"], "error: --url and --checkpoint exclude each other"),
+        (["--timeout=0"], "error: --timeout=0: must be a number of seconds > 0"),
+        (["--timeout=soon"], "error: --timeout=soon: must be a number of seconds > 0"),
+        (["--sha256=xyz"], "error: --sha256=xyz: not a SHA-256 (64 hexadecimal digits)"),
+        # Refused before a 548 MB download (and with no network contacted: the default URL is never asked).
+        (["--output=CKPT/w.msgpack"], "error: --output=CKPT/w.msgpack: CKPT is a file, not a folder"),
         (
             ["--checkpoint=CKPT", "--source=imagenet"],
             "error: --source must be one of torchvision, caffe, not 'imagenet'",
@@ -630,15 +530,16 @@ def test_cli_default_output_and_caffe(random_pth, tmp_path):
         (["--source=caffe"], "error: --source=caffe needs --checkpoint=FILE"),
         (["--checkpoint=CKPT", "--sha256=" + "0" * 64], "error: checkpoint CKPT: its SHA-256 does not match"),
     ],
-    ids=["missing", "source", "caffe-download", "sha256"],
+    ids=["missing", "url-and-checkpoint", "timeout-zero", "timeout-text", "sha256-format", "output-under-a-file",
+         "source", "caffe-download", "sha256"],
 )
 def test_cli_errors(tmp_path, args, message):
     ckpt = _small_pth(tmp_path)
     args = [a.replace("CKPT", ckpt) for a in args]
     out = tmp_path / "out.msgpack"
-    proc = run_converter(*args, f"--output={out}", env={"NST_JAX_CACHE": str(tmp_path / "cache")})
+    proc = run_converter(f"--output={out}", *args, env={"NST_JAX_CACHE": str(tmp_path / "cache")})
     assert _one_error_line(proc).startswith(message.replace("CKPT", ckpt))
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "cache").exists()
 
 
 def test_cli_unsafe_checkpoint(tmp_path):
@@ -654,6 +555,7 @@ def test_cli_offline_download(tmp_path):
     # A closed local port as the proxy: the download fails at once whether or not this machine is online.
     env = {
         "NST_JAX_CACHE": str(tmp_path),
+        "NST_JAX_WEIGHTS_URL": "",  # torchvision's address, whatever the environment says
         "https_proxy": "http://127.0.0.1:9",
         "HTTPS_PROXY": "http://127.0.0.1:9",
     }

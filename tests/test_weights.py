@@ -145,3 +145,151 @@ def test_resolve(saved, tmp_path, monkeypatch):
     monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path))
     os.symlink(saved, tmp_path / "vgg19-caffe.msgpack")
     assert weights.resolve(None, "caffe") == str(tmp_path / "vgg19-caffe.msgpack")
+
+
+# --- the parameters' digest ----------------------------------------------------------------------------------
+
+
+def _independent_digest(params) -> str:
+    """params_sha256's documented rule, written out again: sorted paths; path, NUL, shape, NUL, float32 LE bytes."""
+    import hashlib
+
+    leaves = {f"params/{layer}/{kind}": array for layer, kinds in params["params"].items()
+              for kind, array in kinds.items()}
+    digest = hashlib.sha256()
+    for path in sorted(leaves):
+        array = np.asarray(leaves[path], dtype=np.float32)
+        digest.update(path.encode() + b"\0" + repr(tuple(array.shape)).encode() + b"\0")
+        digest.update(array.astype("<f4").tobytes(order="C"))
+    return digest.hexdigest()
+
+
+def test_file_records_the_digest_of_its_parameters(params, saved):
+    tree = serialization.msgpack_restore(open(saved, "rb").read())
+    assert tree["version"] == 2
+    assert tree["params_sha256"] == _independent_digest(params)
+    loaded = weights.load(saved)
+    assert loaded.params_sha256 == _independent_digest(params)
+    assert weights.params_sha256(params) == _independent_digest(params)
+
+
+def test_digest_depends_on_names_and_shapes_not_only_bytes(params):
+    swapped = {"params": {k: dict(v) for k, v in params["params"].items()}}
+    a, b = swapped["params"]["conv3_2"], swapped["params"]["conv3_3"]
+    a["kernel"], b["kernel"] = b["kernel"], a["kernel"]  # same shapes, same bytes overall, other places
+    assert weights.params_sha256(swapped) != weights.params_sha256(params)
+    flat = {"params": {"conv1_1": {"bias": np.zeros((2, 3), np.float32)}}}
+    reshaped = {"params": {"conv1_1": {"bias": np.zeros((3, 2), np.float32)}}}
+    assert weights.params_sha256(flat) != weights.params_sha256(reshaped)
+
+
+def _flip_bit(data: bytes, array: np.ndarray, element: int, bit: int) -> bytes:
+    """``data`` with one bit of ``array``'s ``element``-th float flipped, found where the file stores it."""
+    raw = np.ascontiguousarray(array, "<f4").tobytes()
+    at = data.find(raw)
+    assert at > 0 and data.find(raw, at + 1) == -1  # stored once, byte for byte
+    pos = at + 4 * element + bit // 8
+    return data[:pos] + bytes([data[pos] ^ (1 << (bit % 8))]) + data[pos + 1:]
+
+
+@pytest.mark.parametrize("layer,kind,element,bit", [("conv1_1", "bias", 0, 0), ("conv3_1", "kernel", 12345, 17),
+                                                    ("conv5_4", "kernel", 2_359_295, 31)],
+                         ids=["first-bias-lowest-bit", "middle-kernel-mantissa", "last-float-sign"])
+def test_one_flipped_bit_in_the_float_data_is_refused(params, saved, tmp_path, layer, kind, element, bit):
+    data = _flip_bit(open(saved, "rb").read(), params["params"][layer][kind], element, bit)
+    damaged = tmp_path / "damaged.msgpack"
+    damaged.write_bytes(data)
+    # Still a well-formed file of the right shapes: only the digest can tell.
+    weights.check_params(serialization.msgpack_restore(data)["params"])
+    with pytest.raises(WeightsError) as e:
+        weights.load(str(damaged))
+    assert str(e.value) == (
+        f"weights file {damaged}: parameters do not match their recorded digest (damaged file); convert again "
+        f"with: python -m weights_converter --source=caffe --checkpoint=vgg19-d01eb7cb.pth --output={damaged}"
+    )
+
+
+def test_damaged_digest_itself_is_refused(saved, tmp_path):
+    data = open(saved, "rb").read()
+    digest = serialization.msgpack_restore(data)["params_sha256"].encode()
+    other = (b"0" if digest[:1] != b"0" else b"1") + digest[1:]
+    (tmp_path / "d.msgpack").write_bytes(data.replace(digest, other))
+    with pytest.raises(WeightsError, match="parameters do not match their recorded digest"):
+        weights.load(str(tmp_path / "d.msgpack"))
+
+
+def _tree(params, **fields) -> bytes:
+    tree = {"format": weights.FORMAT, "version": weights.VERSION, "source": "torchvision", "origin": "",
+            "params": params, **fields}
+    return serialization.msgpack_serialize({k: v for k, v in tree.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "origin,source,cached,command",
+    [
+        ("vgg19-dcbb9e9d.pth (sha256 dcbb9e9d" + "0" * 56 + ")", "torchvision", True, "python -m weights_converter"),
+        ("mine.pth (sha256 " + "1" * 64 + ")", "torchvision", False,
+         "python -m weights_converter --checkpoint=mine.pth --output={path}"),
+        ("vgg19-d01eb7cb.pth (sha256 d01eb7cb" + "0" * 56 + ")", "caffe", True,
+         "python -m weights_converter --source=caffe --checkpoint=vgg19-d01eb7cb.pth"),
+    ],
+    ids=["downloaded", "own-checkpoint", "caffe"],
+)
+def test_version_1_file_is_refused_with_the_command_to_convert_again(params, tmp_path, monkeypatch, origin, source,
+                                                                     cached, command):
+    """A file written before the digest existed (version 1: no params_sha256) cannot prove itself."""
+    monkeypatch.setenv("NST_JAX_CACHE", str(tmp_path))
+    path = weights.default_path(source) if cached else str(tmp_path / "elsewhere.msgpack")
+    with open(path, "wb") as f:
+        f.write(_tree(params, version=1, source=source, origin=origin))
+    with pytest.raises(WeightsError) as e:
+        weights.load(path)
+    assert str(e.value) == (f"weights file {path}: format version 1 records no digest of its parameters, so damage "
+                            f"to them cannot be detected; convert again with: {command.format(path=path)}")
+
+
+def test_version_2_without_a_digest_is_refused(params, tmp_path):
+    (tmp_path / "n.msgpack").write_bytes(_tree(params, params_sha256=None))
+    with pytest.raises(WeightsError, match=r"n.msgpack: records no digest of its parameters; convert again with: "
+                                           r"python -m weights_converter --output="):
+        weights.load(str(tmp_path / "n.msgpack"))
+
+
+def test_file_sha256_is_of_the_whole_file(saved):
+    import hashlib
+
+    assert weights.load(saved).sha256 == hashlib.sha256(open(saved, "rb").read()).hexdigest()
+
+
+def test_two_writers_of_one_path_leave_one_whole_file(params, tmp_path):
+    """Threads saving different parameters to one path while a reader loads it: every read is one whole file."""
+    import threading
+
+    path = str(tmp_path / "w.msgpack")
+    other = {"params": {k: {n: a + 1 for n, a in v.items()} for k, v in params["params"].items()}}
+    digests = {weights.params_sha256(params), weights.params_sha256(other)}
+    stop, seen, errors = threading.Event(), [], []
+
+    def writer(p):
+        for _ in range(3):
+            weights.save(path, p, "torchvision", "race")
+
+    def reader():
+        while not stop.is_set():
+            if os.path.exists(path):
+                try:
+                    seen.append(weights.load(path).params_sha256)
+                except WeightsError as e:  # a torn file would be refused here
+                    errors.append(str(e))
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in (params, other)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    stop.set()
+    watcher.join(timeout=60)
+    assert errors == [] and seen and set(seen) <= digests
+    assert os.listdir(tmp_path) == ["w.msgpack"]
