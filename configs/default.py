@@ -37,7 +37,8 @@ def get_config() -> config_dict.ConfigDict:
     c.dtype = "float32"  # VGG compute dtype, "float32" or "bfloat16" (parameters and losses stay float32)
     c.strips = 1  # > 1: VGG blocks 1-2 in this many horizontal strips: far less memory for large images
 
-    # Losses. `kernel`: one method, or a fusion "linear,gaussian" weighted by `kernel_weights`.
+    # Losses. `kernel`: one method (gram, linear, poly, gaussian, bn, swd, w2, coral, mkmmd), or a fusion
+    # "linear,gaussian" weighted by `kernel_weights`.
     c.kernel = "gram"
     c.kernel_weights = ""  # empty: 1 for each method
     c.poly_c = 1.0
@@ -46,6 +47,8 @@ def get_config() -> config_dict.ConfigDict:
     c.gaussian_estimator = "linear"  # "linear" (the paper), "full", "unbiased", "rff"
     c.rff_features = 1024
     c.block_size = 512  # rows per tile of the pairwise MMD estimators
+    c.swd_projections = config_dict.placeholder(int)  # swd: random directions per layer and step; None: channels
+    c.mkmmd_scales = "0.25,0.5,1,2,4"  # mkmmd: bandwidths as multiples of the paper's rule
     c.content_weight = 1.0
     c.style_weight = 5.0  # the paper's s; with balance=auto: style/content gradient-norm ratio at the start
     c.tv_weight = 0.0
@@ -55,7 +58,7 @@ def get_config() -> config_dict.ConfigDict:
     c.optimizer = "adam"  # "adam", "lbfgs", "sgd_paper"
     c.steps = 500
     c.lr = 0.05  # Adam step in preprocessed-input units (torchvision: 1 unit = about 0.23 of the [0, 1] range)
-    c.init = "content"  # "content", "noise", or an image file
+    c.init = "content"  # "content", "noise", "official_noise" (the official code's start), or an image file
     c.seed = 0
     c.chunk = 25  # optimisation steps per device dispatch
     c.save_every = 0  # intermediate images every N steps (0: none)
@@ -73,4 +76,10 @@ def get_config() -> config_dict.ConfigDict:
     c.sgd.clip_per_pixel = 3.0  # VGG gradient clipped to L2 norm clip_per_pixel * H * W
     c.sgd.tv_weight = 0.01  # TV gradient added after clipping
     c.sgd.stop_tol = 0.005  # early stop when ||x_t - x_t-1|| / ||x_t|| < stop_tol (0: never)
+    c.sgd.update_rule = "optax"  # "optax": lr outside the momentum buffer; "mxnet": inside it, as the official code
+    c.sgd.tv_gradient = "free"  # "free": grad of TV, free border; "official": conv(x, Laplacian / 8), zero padding
+    c.sgd.project = True  # clip to the pixel range after each step; False: only the saved image (official code)
+    c.sgd.denoise = 0.0  # Chambolle TV denoising of the result with this weight (official 0.02; needs scikit-image)
+    # With style_weight None: "method:weight,...,default:weight", the style weight of a run by its --kernel.
+    c.style_weight_by_kernel = ""
     return c

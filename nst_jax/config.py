@@ -8,6 +8,7 @@ step, and the sizes of the images follow from the config here too.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -95,8 +96,9 @@ def check(config: Any) -> None:
         raise ConfigError(f"--remat={config.remat}: expected true or false")
     one_of("preserve_colors", config.preserve_colors, color.PRESERVE_COLORS)
     floats(config.style_blend, "style_blend")  # the count is checked against the styles given (blend_weights)
-    for name in ("content_weight", "style_weight", "tv_weight", "poly_c"):
+    for name in ("content_weight", "tv_weight", "poly_c"):
         finite(name, config[name])
+    style_weight(config)  # a number, or unset with an entry for this --kernel in style_weight_by_kernel
     finite("lr", config.lr)
     if config.lr <= 0:
         raise ConfigError(f"--lr={config.lr}: must be > 0")
@@ -106,11 +108,17 @@ def check(config: Any) -> None:
     if config.gaussian_gamma is not None:
         finite("gaussian_gamma", config.gaussian_gamma)
     one_of("optimizer", config.optimizer, optimizers.OPTIMIZERS)
+    check_official_run(config)
     one_of("balance", config.balance, BALANCES)
     one_of("style_resize", config.style_resize, STYLE_RESIZES)
     if config.pooling not in vgg.POOLINGS:
         raise ConfigError(f"--pooling={config.pooling}: expected max or avg")
     one_of("gaussian_estimator", config.gaussian_estimator, losses.ESTIMATORS)
+    if config.swd_projections is not None:
+        positive_int("swd_projections", config.swd_projections)
+    scales = floats(config.mkmmd_scales, "mkmmd_scales")
+    if not scales or min(scales) <= 0:
+        raise ConfigError(f"--mkmmd_scales={config.mkmmd_scales}: expected positive numbers, e.g. 0.5,1,2")
     if not isinstance(config.poly_d, int) or config.poly_d < 1:
         raise ConfigError(f"--poly_d={config.poly_d}: must be an integer >= 1")
     for field in ("content_layers", "style_layers"):
@@ -130,8 +138,68 @@ def check(config: Any) -> None:
             if not t.method.streamable:
                 raise ConfigError(
                     f"--strips={config.strips}: the {t.name} method ({t.method.describe()}) needs all of "
-                    f"{head[0]}'s samples at once; strips work with gram, linear, bn and poly (d=2, full or "
-                    f"unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+                    f"{head[0]}'s samples at once; strips work with the methods computed from sums ("
+                    f"{', '.join(n for n, cls in losses.REGISTRY.items() if cls().streamable)}; poly with d=2, "
+                    f"full or unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+
+
+def check_official_run(config: Any) -> None:
+    """The fields of ``configs/paper_caffe.py``'s official run: the SGD's update rule, TV gradient,
+    projection and the final denoising (``sgd.denoise``, which needs scikit-image)."""
+    sgd = config.sgd
+    if sgd.update_rule not in optimizers.SGD_RULES:
+        raise ConfigError(f"--config.sgd.update_rule={sgd.update_rule}: expected one of "
+                          f"{', '.join(optimizers.SGD_RULES)}")
+    if sgd.tv_gradient not in optimizers.TV_GRADIENTS:
+        raise ConfigError(f"--config.sgd.tv_gradient={sgd.tv_gradient}: expected one of "
+                          f"{', '.join(optimizers.TV_GRADIENTS)}")
+    if not isinstance(sgd.project, bool):
+        raise ConfigError(f"--config.sgd.project={sgd.project}: expected true or false")
+    denoise = sgd.denoise
+    if not isinstance(denoise, (int, float)) or not math.isfinite(denoise) or denoise < 0:
+        raise ConfigError(f"--config.sgd.denoise={denoise}: must be a finite number >= 0")
+    if denoise > 0:
+        if int(config.scales) != 1:
+            raise ConfigError(f"--config.sgd.denoise={denoise}: the final TV denoising is for single-scale runs; "
+                              f"use --scales=1 or --config.sgd.denoise=0")
+        if importlib.util.find_spec("skimage") is None:
+            raise ConfigError(f"--config.sgd.denoise={denoise} needs scikit-image (pip install -e '.[paper]'); "
+                              f"or pass --config.sgd.denoise=0")
+
+
+def style_weight(config: Any) -> float:
+    """The run's style weight: ``config.style_weight``, or where that is unset (None, as in
+    ``configs/paper_caffe.py``) the entry of ``config.style_weight_by_kernel`` for the run's ``--kernel``.
+
+    ``style_weight_by_kernel`` is ``"method:weight,...,default:weight"``: a run whose ``--kernel`` is exactly
+    one listed method uses that method's weight, any other run (another method, a fusion) the ``default``
+    one. ``"bn:1,default:5"`` is the official run.sh: style weight 1 for BN alone, 5 for everything else,
+    fusions with BN included.
+    """
+    value = config.style_weight
+    if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):
+        raise ConfigError(f"--style_weight={value}: must be a finite number >= 0")
+    text = config.get("style_weight_by_kernel", "")
+    table = {}
+    for entry in csv(text):
+        name, sep, weight = entry.partition(":")
+        name = name.strip().lower()
+        try:
+            number = float(weight) if sep else float("nan")
+        except ValueError:
+            number = float("nan")
+        if not math.isfinite(number) or number < 0 or (name not in losses.REGISTRY and name != "default"):
+            raise ConfigError(f"--config.style_weight_by_kernel={text}: expected method:weight entries and "
+                              f"default:weight, weights finite and >= 0 (e.g. bn:1,default:5)")
+        table[name] = number
+    if value is not None:
+        return float(value)
+    names = [m.lower() for m in csv(config.kernel)]
+    key = names[0] if len(names) == 1 and names[0] in table else "default"
+    if key not in table:
+        raise ConfigError(f"--style_weight is unset and --config.style_weight_by_kernel={text!r} has no entry "
+                          f"for --kernel={config.kernel} nor a default: pass --style_weight")
+    return table[key]
 
 
 def problem(config: Any, blend: tuple[float, ...] = (1.0,)) -> transfer.Problem:
@@ -161,9 +229,12 @@ def step_settings(config: Any, source: str) -> transfer.StepSettings:
         lr=float(config.lr),
         sgd=optimizers.SGDSettings(lr=float(sgd.lr), momentum=float(sgd.momentum),
                                    weight_decay=float(sgd.weight_decay), decay=float(sgd.decay),
-                                   decay_every=int(sgd.decay_every)),
+                                   decay_every=int(sgd.decay_every), update_rule=str(sgd.update_rule)),
         clip_per_pixel=float(sgd.clip_per_pixel), sgd_tv_weight=float(sgd.tv_weight),
         stop_tol=float(sgd.stop_tol) if config.optimizer == "sgd_paper" else 0.0,
+        sgd_tv=str(sgd.tv_gradient),
+        # Only the paper's SGD may run unprojected: Adam and L-BFGS here always keep the pixel range.
+        project=bool(sgd.project) or config.optimizer != "sgd_paper",
     )
 
 

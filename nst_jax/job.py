@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
+from nst_jax import config as cfg_lib
 from nst_jax import image, transfer
 from nst_jax import weights as weights_lib
 
@@ -63,13 +64,27 @@ def keys(seed: int) -> Keys:
     return Keys(*jax.random.split(jax.random.key(seed), 4))
 
 
+OFFICIAL_NOISE = 0.1
+"""Half-width of the official code's initial noise (its default ``--init random``, what run.sh used)."""
+
+
 def initial_image(init: str, content_rgb: np.ndarray, key: jax.Array, source: str) -> jax.Array:
-    """The starting image, preprocessed for ``source``: ``content``, seeded uniform ``noise``, or an image file
-    resized to the content's shape."""
+    """The starting image, preprocessed for ``source``, (H, W, 3) float32 like ``content_rgb``.
+
+    * ``content``: the content image;
+    * ``noise``: seeded uniform RGB noise in [0, 1];
+    * ``official_noise``: the official code's start, seeded: uniform(-0.1, 0.1) in the preprocessed space, a
+      near-flat image of the mean pixel. For ``caffe`` weights that is the official code's space (0-255 minus
+      the mean pixel), so 0.1 is 0.1/255 of the RGB range; for ``torchvision`` it is 0.1 ImageNet standard
+      deviations around the ImageNet mean;
+    * anything else: an image file, resized to the content's shape.
+    """
     if init == "content":
         return image.preprocess(jnp.asarray(content_rgb), source)
     if init == "noise":
         return image.preprocess(jax.random.uniform(key, content_rgb.shape, jnp.float32), source)
+    if init == "official_noise":
+        return jax.random.uniform(key, content_rgb.shape, jnp.float32, -OFFICIAL_NOISE, OFFICIAL_NOISE)
     rgb = image.resize(image.load_image(init, min_side=image.MIN_INPUT_SIDE), content_rgb.shape[:2])
     return image.preprocess(jnp.asarray(rgb), source)
 
@@ -89,6 +104,21 @@ def multipliers(content_weight: float, style_weight: float, factors: Sequence[Se
 def to_rgb(x: np.ndarray, source: str) -> np.ndarray:
     """A preprocessed image back to (H, W, 3) float32 RGB in [0, 1]."""
     return np.clip(np.asarray(image.deprocess(jnp.asarray(x), source)), 0.0, 1.0).astype(np.float32)
+
+
+def denoise(rgb: np.ndarray, weight: float) -> np.ndarray:
+    """The official code's final TV denoising of a saved image: scikit-image's ``denoise_tv_chambolle`` with
+    ``weight`` (the official 0.02) over the colour channels, clipped to [0, 1]; ``weight`` 0: ``rgb`` as is.
+
+    rgb: (H, W, 3) float32 RGB in [0, 1] -> the same shape and type. scikit-image is the optional extra
+    ``paper`` (``pip install -e '.[paper]'``); :func:`nst_jax.config.check` says so before a run needs it.
+    """
+    if not weight:
+        return rgb
+    from skimage.restoration import denoise_tv_chambolle  # optional: only runs that denoise need it
+
+    out = denoise_tv_chambolle(np.asarray(rgb, np.float64), weight=float(weight), channel_axis=-1)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 class Tracker:
@@ -231,7 +261,7 @@ def run(
             resumed_from=None if s.resumed is None else start_step,
             times={"setup_s": s.setup_s, "compile_s": compile_s, "run_s": run_s, "scale_s": time.time() - started},
         )
-        out.append((to_rgb(tracker.last_finite, weights.source), record))
+        out.append((denoise(to_rgb(tracker.last_finite, weights.source), job.config.sgd.denoise), record))
     return out
 
 
@@ -287,7 +317,7 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
             factors = [transfer.balance_factors(_NORMS(problem, params, tgt, base_arrays, x_ref, balance_key))]
     else:
         factors = [[1.0] * len(problem.terms) for _ in jobs]
-    scales = multipliers(cfg.content_weight, cfg.style_weight, factors, base)
+    scales = multipliers(cfg.content_weight, cfg_lib.style_weight(cfg), factors, base)
     scales = place.stacked(scales) if batched else jax.tree.map(lambda a: a[0], scales)
     setup_s = time.time() - t0
 

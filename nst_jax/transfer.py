@@ -2,7 +2,8 @@
 
 The only variable is the image, held in the weights' preprocessed space (see :mod:`nst_jax.image`) and kept
 in the valid pixel range by projection: after every update it is clipped to the per-channel values of RGB
-0 and 1. Content and style features are computed once; a step computes only the generated image's side.
+0 and 1 (unless ``StepSettings.project`` is False, as in the official code, which never clips while
+optimising). Content and style features are computed once; a step computes only the generated image's side.
 A chunk of steps is one compiled function (:func:`chunk`); the host is touched only between chunks. Every
 step's random key is ``fold_in(key, step)``, so results do not depend on the chunk size.
 
@@ -228,7 +229,10 @@ class StepSettings:
       lr: Adam's learning rate.
       sgd: the paper's SGD settings (used with ``optimizer="sgd_paper"``).
       clip_per_pixel, sgd_tv_weight: the paper's gradient clipping and added TV gradient (``sgd_paper``).
+      sgd_tv: that TV gradient's form, ``"free"`` or ``"official"`` (:func:`nst_jax.optimizers.tv_gradient`).
       stop_tol: early stop when the image's relative change falls below it (0: never).
+      project: clip the image to [low, high] after every update; False: never while optimising (the official
+        code, which clips only the saved image; :func:`nst_jax.job.to_rgb` does that here).
     """
 
     steps: int
@@ -239,6 +243,8 @@ class StepSettings:
     clip_per_pixel: float = 0.0
     sgd_tv_weight: float = 0.0
     stop_tol: float = 0.0
+    sgd_tv: str = "free"
+    project: bool = True
 
 
 class LoopState(NamedTuple):
@@ -290,9 +296,12 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
             )
         else:
             if problem.optimizer == "sgd_paper":
-                grad = optimizers.paper_gradient(grad, s.x, settings.clip_per_pixel, settings.sgd_tv_weight)
+                grad = optimizers.paper_gradient(grad, s.x, settings.clip_per_pixel, settings.sgd_tv_weight,
+                                                 settings.sgd_tv)
             updates, opt_state = opt.update(grad, s.opt_state, s.x)
-        new_x = jnp.clip(optax.apply_updates(s.x, updates), low, high)
+        new_x = optax.apply_updates(s.x, updates)
+        if settings.project:
+            new_x = jnp.clip(new_x, low, high)
         stopped = s.stopped
         if settings.stop_tol > 0:
             change = jnp.sqrt(jnp.sum((new_x - s.x) ** 2)) / jnp.maximum(jnp.sqrt(jnp.sum(new_x**2)), 1e-30)
