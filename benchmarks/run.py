@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("gram", "linear", "poly", "gaussian", "bn")
+METHODS = ("gram", "linear", "poly", "gaussian", "bn", "swd", "w2", "coral", "mkmmd")
 FRAMEWORKS = ("jax", "jax_step", "torch_eager", "torch_compile")
 
 # configs/default.py (and configs/bn.py's style weight) as plain values: the benchmark does not need
@@ -157,7 +157,8 @@ def jax_side(method: str, params: Any, content: np.ndarray, style: np.ndarray) -
     s = SETTINGS
     term_params = {"poly": {"c": s["poly_c"], "d": s["poly_d"]},
                    "gaussian": {"gamma": None, "estimator": s["gaussian_estimator"], "block_size": 512,
-                                "num_features": 1024}}.get(method, {})
+                                "num_features": 1024},
+                   "mkmmd": {"estimator": s["gaussian_estimator"]}}.get(method, {})
     problem = transfer.Problem(
         content_layers=s["content_layers"], style_layers=s["style_layers"], layer_weights=s["layer_weights"],
         terms=(losses.StyleTerm(method, 1.0, term_params),), pooling=s["pooling"],
@@ -183,13 +184,15 @@ def jax_side(method: str, params: Any, content: np.ndarray, style: np.ndarray) -
     return JaxSide(problem, params, tgt, scales, x0, optax.adam(s["lr"]), settings, loop_key, factors, base)
 
 
-def jax_pair_perms(side: JaxSide, steps: int, size: int) -> list[dict[tuple[int, str], tuple[np.ndarray, ...]]]:
-    """For each step, the permutations nst_jax's Gaussian linear-time estimator draws, per (term, layer):
-    the key path of transfer.chunk (fold_in step), fused_style_loss (fold_in layer position, then term index)
-    and linear_time_pairs (split into the x and y keys, one permutation each)."""
+def jax_pair_perms(side: JaxSide, steps: int, size: int) -> list[dict[tuple[int, str], Any]]:
+    """For each step, the random draws of nst_jax's stochastic terms, per (term, layer): the key path of
+    transfer.chunk (fold_in step), fused_style_loss (fold_in layer position, then term index), then the
+    Gaussian's and mkmmd's linear_time_pairs (split into the x and y keys, one permutation each) or swd's
+    directions (random_directions of that key, as many as channels)."""
     import jax
 
     from nst_jax import vgg
+    from nst_jax.losses import wasserstein
 
     out = []
     for step in range(steps):
@@ -198,9 +201,13 @@ def jax_pair_perms(side: JaxSide, steps: int, size: int) -> list[dict[tuple[int,
         for li, layer in enumerate(side.problem.style_layers):
             m = (size // 2 ** vgg.downsampling(layer)) ** 2
             for ti, term in enumerate(side.problem.terms):
-                if term.name != "gaussian":
+                term_key = jax.random.fold_in(jax.random.fold_in(key, li), ti)
+                if term.name == "swd":
+                    n = vgg.layer_channels(layer)
+                    perms[(ti, layer)] = np.asarray(wasserstein.random_directions(term_key, n, n))
+                if term.name not in ("gaussian", "mkmmd"):
                     continue
-                kx, ky = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, li), ti))
+                kx, ky = jax.random.split(term_key)
                 perms[(ti, layer)] = (np.asarray(jax.random.permutation(kx, m)),
                                       np.asarray(jax.random.permutation(ky, m)))
         out.append(perms)
@@ -435,7 +442,7 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
     for mi, method in enumerate(methods):
         side = jax_side(method, params, content, style)
         perms = None
-        if method == "gaussian":
+        if method in ("gaussian", "mkmmd", "swd"):
             perms = [tb.perms_to_torch(p, device) for p in jax_pair_perms(side, args.steps, size)]
         runners: list[Runner] = []
         if "torch_eager" in frameworks or "torch_compile" in frameworks:

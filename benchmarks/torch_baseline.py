@@ -13,6 +13,12 @@ multipliers (passed in, computed once by nst_jax, so both frameworks optimise on
 * gaussian: the paper's linear-time paired estimator, gamma = 1 / mean squared distance of the sampled pairs
             (no gradient through gamma); the permutations may be passed in, so a run can replay nst_jax's
 * bn:       1/N sum_c (mu_F,c - mu_S,c)^2 + (sd_F,c - sd_S,c)^2, population sd, sqrt with gradient 0 at 0
+* swd:      mean over K unit directions p of mean_i (sort(F p)_i - q_i)^2, q the style's quantiles at F's
+            levels; the directions may be passed in, so a run can replay nst_jax's
+* w2:       ||mu_F - mu_S||^2 + tr C_F + tr C_S - 2 tr((C_S^1/2 C_F C_S^1/2)^1/2) by eigendecomposition, the
+            eigenvalues at rounding level without gradient
+* coral:    ||C_F - C_S||_F^2 / (4 N^2), population covariances
+* mkmmd:    the Gaussian's paired estimator with the mean of B kernels, gamma_b = s_b x the bandwidth rule
 
 What a PyTorch practitioner would do for speed, and is done here: weights frozen (``requires_grad_(False)``,
 no weight gradients), the network cut after the deepest layer used, targets computed once under
@@ -34,7 +40,8 @@ import torchvision
 
 from nst_jax import vgg
 
-METHODS = ("gram", "linear", "poly", "gaussian", "bn")
+METHODS = ("gram", "linear", "poly", "gaussian", "bn", "swd", "w2", "coral", "mkmmd")
+MKMMD_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,15 +116,19 @@ def _safe_inverse(v: torch.Tensor) -> torch.Tensor:
 
 
 def _gaussian_rows(a: torch.Tensor, b: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    # a.a + b.b - 2 a.b, clamped at 0: the expansion nst_jax.kernels.gaussian uses.
-    sq = (a * a).sum(1) + (b * b).sum(1) - 2.0 * (a * b).sum(1)
-    return torch.exp(-gamma * torch.clamp(sq, min=0.0))
+    # a.a + b.b - 2 a.b, clamped at 0: the expansion nst_jax.kernels.gaussian uses; several bandwidths: the mean.
+    sq = torch.clamp((a * a).sum(1) + (b * b).sum(1) - 2.0 * (a * b).sum(1), min=0.0)
+    if gamma.ndim == 1:
+        return torch.exp(-gamma[None, :] * sq[:, None]).mean(1)
+    return torch.exp(-gamma * sq)
 
 
 def gaussian_linear_time(
-    x: torch.Tensor, y: torch.Tensor, perm_x: torch.Tensor, perm_y: torch.Tensor
+    x: torch.Tensor, y: torch.Tensor, perm_x: torch.Tensor, perm_y: torch.Tensor,
+    scales: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """The paper's paired MMD^2 estimator with the Gaussian kernel and its bandwidth rule.
+    """The paper's paired MMD^2 estimator with the Gaussian kernel and its bandwidth rule (times each of
+    ``scales``, the multi-kernel MMD, if given).
 
     Args:
       x: (M, N); y: (M', N).
@@ -131,9 +142,49 @@ def gaussian_linear_time(
         pairs = ((x0, x1), (y0, y1), (x0, y1), (y0, x1))
         mean_sq = torch.cat([torch.square(a - b).sum(1) for a, b in pairs]).mean()
         gamma = _safe_inverse(mean_sq)
+        if scales is not None:
+            gamma = gamma * torch.tensor(scales, dtype=x.dtype, device=x.device)
     h = (_gaussian_rows(x0, x1, gamma) + _gaussian_rows(y0, y1, gamma)
          - _gaussian_rows(x0, y1, gamma) - _gaussian_rows(y0, x1, gamma))
     return h.mean()
+
+
+def covariance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population covariance of (M, N) samples."""
+    mu = x.mean(0)
+    xc = x - mu
+    return mu, xc.T @ xc / x.shape[0]
+
+
+def _sqrt_trace(a: torch.Tensor) -> torch.Tensor:
+    # sum sqrt(lambda_i); eigenvalues at the spectrum's rounding level give no gradient (nst_jax's sqrt_trace).
+    a = 0.5 * (a + a.T)
+    w = torch.linalg.eigvalsh(a)
+    keep = w > a.shape[0] * torch.finfo(a.dtype).eps * w.abs().max().detach()
+    kept = torch.sqrt(torch.where(keep, w, torch.ones_like(w)))
+    return torch.where(keep, kept, torch.sqrt(torch.clamp(w, min=0.0)).detach()).sum()
+
+
+def _psd_sqrt(c: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh(c)
+    return (v * torch.sqrt(torch.clamp(w, min=0.0))) @ v.T
+
+
+def _quantiles(sorted_y: torch.Tensor, m: int) -> torch.Tensor:
+    mp = sorted_y.shape[0]
+    if m == mp:
+        return sorted_y
+    t = np.clip((np.arange(m) + 0.5) * (mp / m) - 0.5, 0.0, mp - 1)
+    j0 = np.floor(t).astype(np.int64)
+    j1 = np.minimum(j0 + 1, mp - 1)
+    w = torch.as_tensor(t - j0, dtype=sorted_y.dtype, device=sorted_y.device)[:, None]
+    return sorted_y[torch.as_tensor(j0)] * (1.0 - w) + sorted_y[torch.as_tensor(j1)] * w
+
+
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Mean over the (N, K) directions p of the squared 1-D W2 of the projections (sorting)."""
+    px = torch.sort(x @ p, dim=0).values
+    return torch.square(px - _quantiles(torch.sort(y @ p, dim=0).values, x.shape[0])).mean()
 
 
 def style_target(term: Term, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -145,14 +196,21 @@ def style_target(term: Term, y: torch.Tensor) -> dict[str, torch.Tensor]:
     if term.method == "bn":
         mu, sd = bn_stats(y)
         return {"mean": mu, "sd": sd}
-    if term.method == "gaussian":
+    if term.method in ("gaussian", "swd", "mkmmd"):
         return {"samples": y}
+    if term.method == "w2":
+        mu, c = covariance(y)
+        return {"mean": mu, "cov_sqrt": _psd_sqrt(c), "trace": torch.trace(c)}
+    if term.method == "coral":
+        return {"cov": covariance(y)[1]}
     raise ValueError(f"unknown style method {term.method!r}; known: {', '.join(METHODS)}")
 
 
 def style_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor],
-               perms: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """One layer's style loss of the generated samples x (M, N); the twin of nst_jax.losses.style_loss."""
+               perms: Any = None) -> torch.Tensor:
+    """One layer's style loss of the generated samples x (M, N); the twin of nst_jax.losses.style_loss.
+
+    ``perms``: the Gaussian's and mkmmd's row permutations, or swd's (N, K) directions (drawn here if None)."""
     if term.method == "gram":
         n = x.shape[1]
         return torch.square(gram(x) - target["gram"]).sum() / (4.0 * n * n)
@@ -169,6 +227,24 @@ def style_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor],
         if perms is None:
             perms = (torch.randperm(x.shape[0], device=x.device), torch.randperm(y.shape[0], device=y.device))
         return gaussian_linear_time(x, y, *perms)
+    if term.method == "mkmmd":
+        y = target["samples"]
+        if perms is None:
+            perms = (torch.randperm(x.shape[0], device=x.device), torch.randperm(y.shape[0], device=y.device))
+        return gaussian_linear_time(x, y, *perms, scales=MKMMD_SCALES)
+    if term.method == "swd":
+        if perms is None:
+            perms = torch.randn(x.shape[1], x.shape[1], device=x.device)
+            perms = perms / perms.norm(dim=0, keepdim=True)
+        return sliced_wasserstein(x, target["samples"], perms)
+    if term.method == "w2":
+        mu, c = covariance(x)
+        s = target["cov_sqrt"]
+        return (torch.square(mu - target["mean"]).sum() + torch.trace(c) + target["trace"]
+                - 2.0 * _sqrt_trace(s @ c @ s))
+    if term.method == "coral":
+        n = x.shape[1]
+        return torch.square(covariance(x)[1] - target["cov"]).sum() / (4.0 * n * n)
     raise ValueError(f"unknown style method {term.method!r}; known: {', '.join(METHODS)}")
 
 
@@ -197,8 +273,9 @@ def make_extractor(
     return torch.compile(run) if compile else run
 
 
-Perms = Mapping[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
-"""{(term index, layer): (permutation of x's rows, permutation of y's rows)} for the Gaussian terms."""
+Perms = Mapping[tuple[int, str], Any]
+"""{(term index, layer): (permutation of x's rows, permutation of y's rows)} for the Gaussian and mkmmd terms,
+or the (N, K) directions of an swd term."""
 
 
 class StyleTransfer:
@@ -299,7 +376,12 @@ class StyleTransfer:
         return self.x.detach()[0].permute(1, 2, 0).cpu().numpy()
 
 
-def perms_to_torch(perms: Mapping[Any, tuple[np.ndarray, np.ndarray]], device: str | torch.device) -> Perms:
-    """NumPy permutations (e.g. nst_jax's, to replay its random pairs) -> int64 tensors on ``device``."""
-    return {k: (torch.as_tensor(np.array(a), dtype=torch.long, device=device),
-                torch.as_tensor(np.array(b), dtype=torch.long, device=device)) for k, (a, b) in perms.items()}
+def perms_to_torch(perms: Mapping[Any, Any], device: str | torch.device) -> Perms:
+    """nst_jax's random draws as tensors on ``device``, to replay them: NumPy permutation pairs (the Gaussian's
+    and mkmmd's pairs) -> int64 tensors; an (N, K) direction matrix (swd) -> float32."""
+    def one(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return tuple(torch.as_tensor(np.array(a), dtype=torch.long, device=device) for a in v)
+        return torch.as_tensor(np.array(v), dtype=torch.float32, device=device)
+
+    return {k: one(v) for k, v in perms.items()}

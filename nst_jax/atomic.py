@@ -44,3 +44,7 @@ def write_bytes(path: str, data: bytes, *, what: str = "file") -> None:
 def write_json(path: str, obj: Any, *, what: str = "file") -> None:
     data = (json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n").encode()
     write_bytes(path, data, what=what)
+
+
+def write_text(path: str, text: str, *, what: str = "file") -> None:
+    write_bytes(path, text.encode(), what=what)

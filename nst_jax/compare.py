@@ -1,8 +1,10 @@
 """Every method on one content/style pair, in one sheet: ``python -m nst_jax.compare --content A --style B``.
 
 Writes into ``--output_dir``: one image and run record per method (``gram.png``, ``gram.json``, ...), the
-labelled sheet ``sheet.png`` (content, style, each result with its method, time and final losses), the loss
-curves ``losses.png`` and ``summary.json``. Fusions are written with ``+``: ``linear+gaussian``.
+labelled sheet ``sheet.png`` (content, style, each result with its method, time and final losses, and the
+cross-evaluation table), the loss curves ``losses.png``, the cross-evaluation ``metrics.md`` and
+``metrics.json`` (:mod:`nst_jax.evaluate`) and ``summary.json``. Fusions are written with ``+``:
+``linear+gaussian``.
 """
 
 from __future__ import annotations
@@ -13,19 +15,21 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst_jax import cli, image, outputs, runner, sheet
+from configs import default as default_config
+from nst_jax import cli, evaluate, image, losses, outputs, runner, sheet
 from nst_jax import config as cfg_lib
 from nst_jax import weights as weights_lib
-from nst_jax.atomic import write_json
+from nst_jax.atomic import write_json, write_text
 from nst_jax.errors import ConfigError, UserError
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-DEFAULT_METHODS = "gram,linear,poly,gaussian,bn,linear+gaussian,bn+poly"
+DEFAULT_METHODS = "gram,linear,poly,gaussian,bn,swd,w2,coral,mkmmd,linear+gaussian,bn+poly"
 COMPARE_RUN_FLAGS = ("content", "style", "size", "steps", "weights", "seed")
 
 config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Base run configuration.",
                                 lock_config=True)
-cli.define_run_flags(COMPARE_RUN_FLAGS, helps={"steps": "Steps per method."})
+cli.define_run_flags(COMPARE_RUN_FLAGS, helps={"steps": "Steps per method."}, defaults=default_config.get_config())
+flags.adopt_module_key_flags(cli)  # --help lists the run flags defined from cli's table
 flags.DEFINE_string("output_dir", "compare", "Folder for the results, the sheet and the plot.")
 flags.DEFINE_string("methods", DEFAULT_METHODS, "Comma-separated methods; fusions joined by + (equal weights).")
 FLAGS = flags.FLAGS
@@ -64,7 +68,7 @@ def main(argv: list[str]) -> None:
         if note:
             print(note, file=sys.stderr)
         (content_rgb, _), styles = runner.prepare_images(base.content or None, base.style or None, base)
-        tiles, curves, summary = [], {}, {"runs": {}}
+        tiles, curves, summary, results = [], {}, {"runs": {}}, {}
         for label, cfg in runs:
             print(f"== {label}", file=sys.stderr, flush=True)
             result, record = runner.stylize(base.content or None, base.style or None, cfg, weights=weights,
@@ -75,19 +79,31 @@ def main(argv: list[str]) -> None:
             tiles.append((result, f"{label}  {record['run_s']:.1f} s\n"
                                   f"style {final['style']:.3g} content {final['content']:.3g}"))
             curves[label] = record["losses"]
+            results[label] = result
             summary["runs"][label] = {"output": out, "run_s": record["run_s"], "compile_s": record["compile_s"],
                                       "final_losses": final, "balance": record["balance"]}
         w = weights
         footer = "weights: " + weights_lib.describe(w)
+        print("== cross-evaluation", file=sys.stderr, flush=True)
+        table = evaluate.cross_distances(
+            cfg_lib.problem(base), weights.params, weights.source,
+            {name: cls.from_config(base) for name, cls in losses.REGISTRY.items()}, content_rgb, styles[0][0], results)
+        note = (f"Distance of each result to the style image (the first style) at "
+                f"{', '.join(cfg_lib.csv(base.style_layers))}, divided by the content image's; content: the "
+                f"result's content loss divided by the style image's. Weights: {weights_lib.describe(w)}.")
+        write_text(os.path.join(out_dir, "metrics.md"), evaluate.markdown(table, note), what="metrics")
+        write_json(os.path.join(out_dir, "metrics.json"), {**table, "note": note}, what="metrics")
         style_tiles = [(rgb, "style" if len(styles) == 1 else f"style {i + 1}") for i, (rgb, _) in enumerate(styles)]
-        grid = sheet.contact_sheet([(content_rgb, "content"), *style_tiles, *tiles], footer=footer)
+        grid = sheet.contact_sheet([(content_rgb, "content"), *style_tiles, *tiles], footer=footer,
+                                   table=evaluate.table_cells(table))
         image.save_image(os.path.join(out_dir, "sheet.png"), grid)
         sheet.loss_plot(os.path.join(out_dir, "losses.png"), curves, title="energy relative to step 0")
         summary["weights"] = {"path": w.path, "source": w.source, "sha256": w.sha256, "origin": w.origin}
         write_json(os.path.join(out_dir, "summary.json"), summary, what="summary")
     except UserError as e:
         cli.fail(str(e))
-    print(f"wrote {os.path.join(out_dir, 'sheet.png')} and {os.path.join(out_dir, 'losses.png')}", file=sys.stderr)
+    print(f"wrote {os.path.join(out_dir, 'sheet.png')}, {os.path.join(out_dir, 'losses.png')} and "
+          f"{os.path.join(out_dir, 'metrics.md')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

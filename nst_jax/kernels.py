@@ -37,8 +37,11 @@ def poly(a: jax.Array, b: jax.Array, *, c: float = 1.0, d: int | float = 2) -> j
     return jnp.power(t, d)
 
 
-def gaussian(a: jax.Array, b: jax.Array, *, gamma: float | jax.Array) -> jax.Array:
+def gaussian(a: jax.Array, b: jax.Array, *, gamma: Any) -> jax.Array:
     """k(a, b) = exp(-gamma ||a - b||^2) for a, b of shape (N,); gamma = 1 / (2 sigma^2). Returns a scalar.
+
+    ``gamma`` may also be B bandwidths (a tuple or a (B,) array): then k is their mean,
+    (1/B) sum_b exp(-gamma_b ||a - b||^2), the multi-kernel MMD's kernel (Long et al., ICML 2015).
 
     The squared distance is written as a.a + b.b - 2 a.b so that, once vmapped over two sample matrices, the
     cross term becomes one matrix product (and a.a, b.b are computed once per row) instead of an
@@ -46,6 +49,8 @@ def gaussian(a: jax.Array, b: jax.Array, *, gamma: float | jax.Array) -> jax.Arr
     clamped at 0.
     """
     sq = jnp.dot(a, a) + jnp.dot(b, b) - 2.0 * jnp.dot(a, b)
+    if jnp.ndim(jnp.asarray(gamma)) == 1:
+        return jnp.mean(jnp.exp(-jnp.asarray(gamma, sq.dtype) * jnp.maximum(sq, 0.0)))
     return jnp.exp(-gamma * jnp.maximum(sq, 0.0))
 
 

@@ -21,7 +21,7 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 4, tile: int = 256,
-                  footer: str = "") -> np.ndarray:
+                  footer: str = "", table: Sequence[Sequence[str]] = ()) -> np.ndarray:
     """Lays out (RGB image, label) tiles on a white grid, each label under its image.
 
     Args:
@@ -29,6 +29,7 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 4, 
       columns: tiles per row.
       tile: long edge of each tile in px.
       footer: a line printed under the grid (e.g. which weights made the results).
+      table: rows of cells (the first a header) drawn under the grid, each column as wide as its widest cell.
     Returns:
       (H, W, 3) float32 RGB in [0, 1].
     """
@@ -36,7 +37,14 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 4, 
     label_h = 3 * (tile // 18 + 4)
     rows = (len(tiles) + columns - 1) // columns
     footer_h = label_h // 2 if footer else 0
-    sheet = Image.new("RGB", (columns * (tile + 8) + 8, rows * (tile + label_h + 8) + 8 + footer_h), "white")
+    line_h = tile // 18 + 6
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [max(measure.textlength(str(row[c]), font=font) for row in table) + 12
+              for c in range(len(table[0]))] if table else []
+    table_h = line_h * len(table) + (8 if table else 0)
+    width = max(columns * (tile + 8) + 8, int(sum(widths)) + 16)
+    grid_h = rows * (tile + label_h + 8) + 8
+    sheet = Image.new("RGB", (width, grid_h + table_h + footer_h), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (rgb, label) in enumerate(tiles):
         r, c = divmod(i, columns)
@@ -45,6 +53,11 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 4, 
         h, w = small.shape[:2]
         sheet.paste(Image.fromarray(image.to_uint8(small)), (x0 + (tile - w) // 2, y0 + (tile - h) // 2))
         draw.multiline_text((x0, y0 + tile + 2), label, fill="black", font=font, spacing=2)
+    for r, row in enumerate(table):
+        x = 8
+        for c, cell in enumerate(row):
+            draw.text((x, grid_h + r * line_h), str(cell), fill="black" if r else "#404040", font=font)
+            x += widths[c]
     if footer:
         draw.text((8, sheet.height - footer_h), footer, fill="black", font=font)
     return np.asarray(sheet, np.float32) / 255.0

@@ -50,7 +50,8 @@ def test_step0_losses_agree_with_nst_jax(method, setup):
     key = jax.random.fold_in(side.loop_key, 0)  # the key make_chunk gives step 0
     total, terms = jax.jit(lambda x: transfer.energy(side.problem, side.params, side.tgt, side.scales, x, key))(
         jnp.asarray(np.asarray(side.x0) + 0.3))
-    perms = tb.perms_to_torch(bench.jax_pair_perms(side, 1, SIZE)[0], "cpu") if method == "gaussian" else None
+    random = method in ("gaussian", "mkmmd", "swd")
+    perms = tb.perms_to_torch(bench.jax_pair_perms(side, 1, SIZE)[0], "cpu") if random else None
     ts.x = (ts.init + 0.3).requires_grad_(True)  # away from the content image, where content loss is 0
     t_total, t_terms = ts.energy(ts.x, perms)
     assert float(terms["style"]) > 0 and float(terms["content"]) > 0

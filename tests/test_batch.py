@@ -255,3 +255,19 @@ def test_bfloat16_compute_float32_outputs_and_parameters(random_params, small_in
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(tree))
     g = jax.grad(_gram_energy, 1)(random_params, small_input, True, jnp.bfloat16)
     assert g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_the_alignment_methods_run_in_batch_mode(random_weights, tmp_path):
+    content_dir = str(tmp_path / "in")
+    write_images(content_dir, ["a.png", "b.png"], (24, 32), 4)
+    (style,) = write_images(tmp_path, ["s.png"], (32, 32), 5)
+    config = test_config.get_config()
+    config.weights, config.steps = random_weights, 3
+    kernels = ["swd", "w2", "coral", "mkmmd", "w2,swd"]
+    jobs = batch.list_jobs(content_dir, [style], kernels, str(tmp_path / "out"))
+    summary = batch.run_jobs(config, jobs, weights=weights.load(random_weights), log=lambda m: None)
+    assert sorted(summary.written) == sorted(j.name for j in jobs) and len(jobs) == 10
+    for job in jobs:
+        record = json.loads(open(outputs.record_path(job.output)).read())
+        assert record["status"] == "done" and record["batch"]["round_jobs"] == 1
+        assert record["final_losses"]["total"] < record["losses"]["total"][0], job.name

@@ -14,7 +14,7 @@ from configs import test as test_config
 from nst_jax import cli, runner, weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ["gram", "linear", "poly", "gaussian", "bn", "linear,gaussian"]
+METHODS = ["gram", "linear", "poly", "gaussian", "bn", "linear,gaussian", "swd", "w2", "coral", "mkmmd", "w2,swd"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def make_config(random_weights, tmp_path, **overrides):
 @pytest.mark.parametrize("kernel", METHODS)
 def test_every_method_lowers_the_energy_and_writes_outputs(kernel, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel=kernel, steps=8)
-    if kernel == "linear,gaussian":
+    if "," in kernel:
         config.kernel_weights = "0.5,0.5"
     assert cli.run_one(config) == 0
     assert os.path.isfile(tmp_path / "out.png")
@@ -48,7 +48,7 @@ def test_every_method_lowers_the_energy_and_writes_outputs(kernel, random_weight
     assert record["compile_s"] > 0 and record["run_s"] > 0 and record["steps_run"] == 8
     assert record["config"]["kernel"] == kernel
     if "," in kernel:
-        assert "style:linear" in record["losses"] and "style:gaussian" in record["losses"]
+        assert all(f"style:{m}" in record["losses"] for m in kernel.split(","))
     assert not os.path.exists(tmp_path / "out.ckpt")  # removed once the run is complete
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
@@ -199,3 +199,18 @@ def test_weights_are_described_by_the_hash_of_their_source_file(loaded):
     assert weights.describe(renamed).startswith("not a published pretrained file")
     real = dataclasses.replace(loaded, origin="vgg19-dcbb9e9d.pth (sha256 dcbb9e9d" + "0" * 56 + ")")
     assert weights.describe(real).startswith("ImageNet VGG-19 (torchvision IMAGENET1K_V1)")
+
+
+@pytest.mark.parametrize("program, extra", [("nst_jax.main", ["content_dir", "output_dir", "multihost"]),
+                                            ("nst_jax.compare", ["methods", "output_dir"])])
+def test_help_exits_0_and_lists_every_flag_with_its_default(program, extra):
+    proc = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = " ".join((proc.stdout + proc.stderr).split())
+    names = [f.name for f in cli.RUN_FLAGS] if program == "nst_jax.main" else ["content", "style", "size", "steps",
+                                                                               "weights", "seed"]
+    for name in [*names, *extra]:
+        assert f"--{name}:" in text or f"--[no]{name}:" in text, name
+    assert "--steps: " in text and "[configs/default.py: 500]" in text
+    assert "[configs/default.py: 512 on a GPU/TPU, 256 on a CPU]" in text

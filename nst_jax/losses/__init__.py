@@ -7,10 +7,14 @@ theorem 1), so any distance between the two sample distributions can transfer st
 
 By concern:
 
-* :mod:`~nst_jax.losses.stats`: samples, Gram matrices, BN moments, the content loss, total variation;
-* :mod:`~nst_jax.losses.mmd`: MMD^2 under the linear, polynomial and Gaussian kernels with four estimators;
+* :mod:`~nst_jax.losses.stats`: samples, Gram matrices, BN moments, covariances and CORAL, the content loss,
+  total variation;
+* :mod:`~nst_jax.losses.mmd`: MMD^2 under the linear, polynomial and Gaussian kernels (one or several
+  bandwidths) with four estimators;
+* :mod:`~nst_jax.losses.wasserstein`: sliced Wasserstein, Wasserstein-2 between fitted Gaussians;
 * :mod:`~nst_jax.losses.methods`: the style methods as objects (``gram``, ``linear``, ``poly``, ``gaussian``,
-  ``bn``), each with its target, loss, strip-wise sums, paper constant and blend rule, and their registry;
+  ``bn``, ``swd``, ``w2``, ``coral``, ``mkmmd``), each with its target, loss, strip-wise sums, paper constant
+  and blend rule, and their registry;
 * :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles.
 
 Every name below is importable from ``nst_jax.losses`` itself.
@@ -27,8 +31,12 @@ from nst_jax.losses.fusion import (
 )
 from nst_jax.losses.methods import (
     BN,
+    CORAL,
     METHODS,
+    MKMMD,
     REGISTRY,
+    SWD,
+    W2,
     Gaussian,
     Gram,
     Linear,
@@ -48,14 +56,18 @@ from nst_jax.losses.stats import (
     bn_loss,
     bn_stats,
     content_loss,
+    coral,
+    covariance,
     gram,
     gram_loss,
     to_samples,
     total_variation,
 )
+from nst_jax.losses.wasserstein import psd_sqrt, sliced_wasserstein, sqrt_trace, w2_gaussian
 
 __all__ = [
-    "BN", "ESTIMATORS", "KERNELS", "METHODS", "REGISTRY", "Gaussian", "Gram", "Linear", "Poly", "SampleSums",
+    "BN", "CORAL", "MKMMD", "SWD", "W2", "coral", "covariance", "psd_sqrt", "sliced_wasserstein", "sqrt_trace",
+    "w2_gaussian", "ESTIMATORS", "KERNELS", "METHODS", "REGISTRY", "Gaussian", "Gram", "Linear", "Poly", "SampleSums",
     "StyleMethod", "StyleTerm", "bn_loss", "bn_stats", "content_loss", "fused_style_loss", "fused_style_targets",
     "get_method", "gram", "gram_loss", "layer_loss", "linear_time_pairs", "mixture_samples",
     "mixture_style_target", "mmd2", "mmd2_pairwise", "paper_scale", "pooled_gamma", "register", "sample_sums",

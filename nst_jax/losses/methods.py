@@ -31,7 +31,18 @@ import jax.numpy as jnp
 
 from nst_jax import kernels
 from nst_jax.losses import mmd
-from nst_jax.losses.stats import bn_stats, bn_term, check_samples, gram, gram_term, moments, safe_sqrt
+from nst_jax.losses.stats import (
+    bn_stats,
+    bn_term,
+    check_samples,
+    coral_term,
+    covariance,
+    gram,
+    gram_term,
+    moments,
+    safe_sqrt,
+)
+from nst_jax.losses.wasserstein import psd_sqrt, sliced_wasserstein, w2_from_moments
 
 Target = dict[str, jax.Array]
 
@@ -114,6 +125,14 @@ class StyleMethod:
         from nst_jax.losses.fusion import mixture_samples  # fusion imports this module
 
         return self.target(mixture_samples(ys, weights))
+
+    def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
+        """The method as a fixed, deterministic distance to the style samples y (M', N) at one layer, for
+        comparing results (:mod:`nst_jax.evaluate`): random estimators replaced by exact ones, and anything
+        that would adapt to the generated side (a bandwidth rule) fixed on ``reference`` (M, N), the content
+        image's samples, so that every result is measured with the same function. (Random directions are
+        fixed by the key the caller passes.) Default: the method itself."""
+        return self
 
     def _weighted_moments(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
         # A mixture's second moment (Gram) and mean are the w-weighted sums of the components'.
@@ -343,6 +362,9 @@ class Poly(StyleMethod):
     def paper_scale(self, m: int, n: int) -> float:
         return 0.1 * m / (4.0 * n * n)
 
+    def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
+        return self if self.estimator in ("full", "unbiased") else dataclasses.replace(self, estimator="full")
+
     def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
         if self.estimator == "full" and mmd.is_two(self.d):
             return self._weighted_moments(ys, weights)
@@ -363,7 +385,7 @@ class Gaussian(StyleMethod):
     """
 
     name: ClassVar[str] = "gaussian"
-    gamma: float | None = None
+    gamma: float | tuple[float, ...] | None = None  # a tuple: several bandwidths (the kernels' mean)
     estimator: str = "linear"
     block_size: int = 512
     num_features: int = 1024
@@ -411,6 +433,11 @@ class Gaussian(StyleMethod):
     def paper_scale(self, m: int, n: int) -> float:
         return 3e14 * (m // 2) / (2.0 * n * m)
 
+    def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
+        # The exact tiled estimator, with the paper's pooled bandwidth of the reference and the style fixed.
+        gamma = self.gamma if self.gamma is not None else float(mmd.pooled_gamma(reference, y))
+        return dataclasses.replace(self, gamma=gamma, estimator="full")
+
 
 @register
 @dataclasses.dataclass(frozen=True)
@@ -456,8 +483,192 @@ class BN(StyleMethod):
         return {"mean": mean, "sd": safe_sqrt(jnp.maximum(second - mean**2, 0.0))}
 
 
+@register
+@dataclasses.dataclass(frozen=True)
+class SWD(StyleMethod):
+    """Sliced Wasserstein distance (Heitz et al. CVPR 2021, :func:`nst_jax.losses.sliced_wasserstein`): the
+    whole 1-D marginal distributions along ``num_projections`` random directions (None: N, the layer's
+    channels), drawn afresh every step from the step's key.
+
+    Target: ``samples`` = y (each step projects them on its own directions). Not streamable. No paper constant:
+    ``paper_scale`` is 1 (the raw loss), so ``balance=none`` weighs it by the style weight alone."""
+
+    name: ClassVar[str] = "swd"
+    num_projections: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> SWD:
+        return cls(num_projections=None if config.swd_projections is None else int(config.swd_projections))
+
+    @property
+    def needs_key(self) -> bool:
+        return True
+
+    def target(self, y: jax.Array) -> Target:
+        return {"samples": y}
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("samples",), self.name)
+        return sliced_wasserstein(x, target["samples"], key=key, num_projections=self.num_projections)
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 1.0
+
+    def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
+        return dataclasses.replace(self, num_projections=256)
+
+
+class _CovarianceMethod(StyleMethod):
+    """Methods of the mean and covariance: streamable through sums of x - s and (x - s)^T (x - s), with s the
+    style mean, a shift that keeps the one-pass covariance accurate in float32."""
+
+    @property
+    def streamable(self) -> bool:
+        return True
+
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        d = (x - target["mean"]) * weights[:, None]
+        return {"cov1": jnp.sum(d, axis=0), "cov2": d.T @ d}
+
+    @staticmethod
+    def _moments_from_sums(x: SampleSums, target: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        d = x.sums["cov1"] / x.count
+        return target["mean"] + d, x.sums["cov2"] / x.count - jnp.outer(d, d)
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 1.0
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class W2(_CovarianceMethod):
+    """Wasserstein-2 distance between the Gaussians fitted to the two sample sets
+    (:func:`nst_jax.losses.w2_gaussian`): mean and covariance, matched as a transport distance.
+
+    Target: ``mean``, ``cov_sqrt`` = C_y^1/2 (computed once per run) and ``trace`` = tr(C_y). Streamable (sums
+    of x and x^T x, shifted). No paper constant: ``paper_scale`` is 1."""
+
+    name: ClassVar[str] = "w2"
+
+    def target(self, y: jax.Array) -> Target:
+        mu, c = covariance(y)
+        return {"mean": mu, "cov_sqrt": psd_sqrt(c), "trace": jnp.trace(c)}
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("mean", "cov_sqrt", "trace"), self.name)
+        return w2_from_moments(*covariance(x), target["mean"], target["cov_sqrt"], target["trace"])
+
+    def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
+        _need(target, ("mean", "cov_sqrt", "trace"), self.name)
+        return w2_from_moments(*self._moments_from_sums(x, target), target["mean"], target["cov_sqrt"],
+                               target["trace"])
+
+    def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        mu, c = _mixture_covariance(ys, weights)
+        return {"mean": mu, "cov_sqrt": psd_sqrt(c), "trace": jnp.trace(c)}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class CORAL(_CovarianceMethod):
+    """CORAL (Sun and Saenko 2016, :func:`nst_jax.losses.coral`): ||C_x - C_y||_F^2 / (4 N^2), the covariances
+    (the Gram loss with the means removed).
+
+    Target: ``mean``, ``cov``. Streamable. No paper constant: ``paper_scale`` is 1."""
+
+    name: ClassVar[str] = "coral"
+
+    def target(self, y: jax.Array) -> Target:
+        mu, c = covariance(y)
+        return {"mean": mu, "cov": c}
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("mean", "cov"), self.name)
+        return coral_term(covariance(x)[1], target["cov"])
+
+    def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
+        _need(target, ("mean", "cov"), self.name)
+        return coral_term(self._moments_from_sums(x, target)[1], target["cov"])
+
+    def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
+        mu, c = _mixture_covariance(ys, weights)
+        return {"mean": mu, "cov": c}
+
+
+def _mixture_covariance(ys: Sequence[jax.Array], weights: Sequence[float]) -> tuple[jax.Array, jax.Array]:
+    # A mixture's mean is sum_k w_k mu_k; its covariance sum_k w_k (C_k + mu_k mu_k^T) - mu mu^T, written with
+    # the deviations of the component means from it, which needs no cancellation.
+    parts = [covariance(y) for y in ys]
+    mu = sum(wk * m for wk, (m, _) in zip(weights, parts, strict=True))
+    c = sum(wk * (ck + jnp.outer(m - mu, m - mu)) for wk, (m, ck) in zip(weights, parts, strict=True))
+    return mu, c
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class MKMMD(StyleMethod):
+    """Multi-kernel MMD (Long et al., "Learning Transferable Features with Deep Adaptation Networks", ICML
+    2015): MMD^2 under k = (1/B) sum_b exp(-gamma_b ||x - y||^2) with gamma_b = scales_b times the paper's
+    bandwidth rule (of the sampled pairs for the linear estimator, pooled for the others), so texture at
+    several distance scales at once. Estimators as the Gaussian's (``linear`` by default).
+
+    Target: ``samples``, plus ``mean`` and ``ss`` for the pooled rule. Not streamable. Paper scale: the
+    Gaussian's (it is that method when B = 1 and the scale is 1)."""
+
+    name: ClassVar[str] = "mkmmd"
+    scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    estimator: str = "linear"
+    block_size: int = 512
+    num_features: int = 1024
+
+    def __post_init__(self) -> None:
+        _check_estimator("gaussian", self.estimator)
+        if not self.scales or any(not (float(s) > 0) for s in self.scales):
+            raise ValueError(f"mkmmd bandwidth scales must be positive, got {self.scales}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> MKMMD:
+        return cls(scales=tuple(float(v) for v in str(config.mkmmd_scales).split(",") if v.strip()),
+                   estimator=config.gaussian_estimator, block_size=int(config.block_size),
+                   num_features=int(config.rff_features))
+
+    @property
+    def needs_key(self) -> bool:
+        return self.estimator in ("linear", "rff")
+
+    def target(self, y: jax.Array) -> Target:
+        out = {"samples": y}
+        if self.estimator != "linear":
+            out["mean"], out["ss"] = moments(y)
+        return out
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+        _need(target, ("samples",), self.name)
+        y = target["samples"]
+        check_samples(x, y)
+        if self.estimator == "linear":
+            return mmd.mmd2_linear_time(x, y, "gaussian", key, {"gamma": None}, gamma_scales=self.scales)
+        _need(target, ("mean", "ss"), self.name)
+        mu_x, ss_x = moments(x)
+        base = mmd.pooled_gamma_from_moments(mu_x, ss_x, x.shape[0], target["mean"], target["ss"], y.shape[0])
+        gamma = base * jnp.asarray(self.scales, x.dtype)
+        if self.estimator == "rff":
+            return mmd.mmd2_rff(x, y, key, gamma, self.num_features, self.block_size)
+        return _pairwise_loss(x, y, kernels.gaussian, self.estimator == "unbiased", self.block_size,
+                              {"gamma": gamma}, None)
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 3e14 * (m // 2) / (2.0 * n * m)
+
+    def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
+        # The exact tiled estimator of the B-bandwidth kernel, the bandwidths fixed on the reference and style.
+        base = float(mmd.pooled_gamma(reference, y))
+        return Gaussian(gamma=tuple(s * base for s in self.scales), estimator="full", block_size=self.block_size)
+
+
 METHODS: tuple[str, ...] = tuple(REGISTRY)
-"""The ``--kernel`` names: ``gram``, ``linear``, ``poly``, ``gaussian``, ``bn``."""
+"""The ``--kernel`` names: ``gram``, ``linear``, ``poly``, ``gaussian``, ``bn``, ``swd``, ``w2``, ``coral``,
+``mkmmd``."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -513,13 +724,17 @@ def paper_scale(method: str | StyleMethod, m: int, n: int, **params: Any) -> flo
         scale = 3e14 K / (2 N M) (= 3e14 / (4N) for even M). Applied as is to the other estimators, which
         estimate the same MMD^2.
       * bn: s * 1e3 * (M N / N) * (1/2) * (1/N) sum_c [...] = s * 1e3 * M / 2 * bn_loss, so scale = 500 M.
-    Caveat: the official linear and poly ops do not back-propagate exactly these energies' gradients. The linear
-    op's d gives row i the value sum_c (x_ic - y_ic) in every channel (positions of the two images paired), the
-    gradient of ||F 1 - S 1||^2 / 2 rather than of ||sum F - sum S||^2 / 2; the poly op's d is
-    F F^T (F - S) + c (F - S) rather than F (F^T F - S^T S) + c 1 1^T (F - S). The factors above are for the
-    energies the ops were meant to apply (PAPER_SPEC), which are what this module computes.
+    The official ops apply exactly the gradients of these energies (mmd_loss.py as published, where the
+    rows of F and S are positions after the code's reshape): the linear op's d is 1 (sum F - sum S)^T (its
+    ``sum(x - y, axis=0)`` over positions, broadcast to every row), the gradient of ||sum F - sum S||^2 / 2;
+    the poly op's d is F (F^T F - S^T S) + c 1 (sum F - sum S)^T, the gradient of
+    1/4 (||F^T F - S^T S||^2 + 2c ||sum F - sum S||^2); the Gaussian's and BN's are half the gradients of h
+    (gamma held constant) and of sum_c [...]. Only the forward passes differ: linear and poly return 0 (the official
+    logs show no loss for them). (An earlier commit of that file had other backward passes, per-position
+    channel sums for linear and F F^T (F - S) + c (F - S) for poly; the final commit, run.sh's, has these.)
     The official code forces the style image to the content's size (M' = M), and its factors were tuned for
-    Caffe VGG features on the 0-255 scale.
+    Caffe VGG features on the 0-255 scale. ``tests/test_paper.py`` checks whole runs against a port of the
+    official update loop built on these gradients.
 
     Args:
       method: a name in :data:`METHODS` or a method object.

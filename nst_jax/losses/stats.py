@@ -138,3 +138,29 @@ def total_variation(image: jax.Array, *, boundary: str = "free") -> jax.Array:
     dh = image[..., 1:, :, :] - image[..., :-1, :, :]
     dw = image[..., :, 1:, :] - image[..., :, :-1, :]
     return jnp.sum(jnp.square(dh)) + jnp.sum(jnp.square(dw))
+
+
+def covariance(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean (N,) and population covariance (N, N) of the samples x (M, N): denominator M, like :func:`gram`
+    and :func:`bn_stats` (two passes: the mean first, then the centred products, accurate in float32)."""
+    check_samples(x)
+    mu = jnp.mean(x, axis=0)
+    xc = x - mu
+    return mu, xc.T @ xc / x.shape[0]
+
+
+def coral_term(cx: jax.Array, cy: jax.Array) -> jax.Array:
+    """||C_x - C_y||_F^2 / (4 N^2) of two (N, N) covariances."""
+    n = cx.shape[0]
+    return jnp.sum(jnp.square(cx - cy)) / (4.0 * n * n)
+
+
+def coral(x: jax.Array, y: jax.Array) -> jax.Array:
+    """CORAL, the distance of second-order statistics: ||C_x - C_y||_F^2 / (4 N^2): (M, N), (M', N) -> scalar.
+
+    Sun and Saenko, "Deep CORAL: Correlation Alignment for Deep Domain Adaptation", ECCV 2016 workshops. The
+    covariances here are population ones (denominator M, as :func:`gram` and :func:`bn_stats`); the CORAL
+    paper divides by M - 1. It is :func:`gram_loss` with the means taken out.
+    """
+    check_samples(x, y)
+    return coral_term(covariance(x)[1], covariance(y)[1])
