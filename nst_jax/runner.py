@@ -1,4 +1,4 @@
-"""Running a style transfer end to end: inputs, weights, the chunked optimisation loop, the run record.
+"""Running a style transfer end to end: inputs, sizes, colours and checkpoints around the run driver.
 
 ``stylize`` is the Python API (also what ``python -m nst_jax.main`` calls): the inputs, the sizes of a
 coarse-to-fine run, colour preservation and checkpoints around :func:`nst_jax.job.run`, which runs the

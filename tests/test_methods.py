@@ -25,15 +25,16 @@ Y = RNG.normal(size=(22, 4)).astype(np.float32) + 0.5
 
 
 def test_registry_maps_the_kernel_names_to_classes():
-    assert losses.METHODS == ("gram", "linear", "poly", "gaussian", "bn")
+    assert losses.METHODS == ("gram", "linear", "poly", "gaussian", "bn", "swd", "w2", "coral", "mkmmd")
     assert [losses.REGISTRY[n] for n in losses.METHODS] == [losses.Gram, losses.Linear, losses.Poly,
-                                                            losses.Gaussian, losses.BN]
+                                                            losses.Gaussian, losses.BN, losses.SWD, losses.W2,
+                                                            losses.CORAL, losses.MKMMD]
     for name in losses.METHODS:
         assert losses.get_method(name).name == name
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("Gaussian", {}, "unknown style method 'Gaussian'; known methods: gram, linear, poly, gaussian, bn"),
+    ("Gaussian", {}, "unknown style method 'Gaussian'; known methods: gram, linear, poly, gaussian, bn, swd"),
     ("poly", {"gamma": 1.0}, "unknown parameter(s) gamma for style method 'poly'; it takes: c, d, estimator"),
     ("gram", {"c": 1.0}, "it takes: none"),
     ("poly", {"estimator": "rff"}, "the rff estimator needs the gaussian kernel"),
