@@ -9,8 +9,8 @@ image): 1.0 means no closer to the style than the photo, lower is closer. The ``
 content loss of the result (sum ||F - P||^2 at the content layers) divided by that of the style image resized
 to the content's shape: 0 keeps the photo's content exactly, 1 is as far as the painting.
 
-Cost: the exact Gaussian and mkmmd sums are O(M^2 N) per layer and image (the relu1_1 term dominates: about
-half a minute per image at 256 px on two CPU cores); the rest is O(M N^2).
+Cost: the exact Gaussian and mkmmd sums are O(M^2 N) per layer and image, the relu1_1 term dominating (the
+README gives a measured figure); the rest is O(M N^2).
 """
 
 from __future__ import annotations

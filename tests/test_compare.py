@@ -60,3 +60,16 @@ def test_compare_writes_results_sheet_curves_and_metrics(random_weights, tmp_pat
     sheet = np.asarray(image.load_image(str(out / "sheet.png")))
     assert sheet.shape[0] > 256 and sheet.shape[1] > 256
     assert "metrics.md" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_nometrics_skips_the_cross_evaluation(random_weights, tmp_path):
+    out = tmp_path / "cmp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nst_jax.compare", f"--config={os.path.join(REPO_ROOT, 'configs', 'test.py')}",
+         f"--weights={random_weights}", f"--output_dir={out}", "--steps=1", "--methods=linear", "--nometrics"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "sheet.png").is_file() and (out / "linear.png").is_file()
+    assert not (out / "metrics.md").exists() and not (out / "metrics.json").exists()
+    assert "cross-evaluation" not in proc.stderr and "metrics.md" not in proc.stderr

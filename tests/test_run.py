@@ -202,7 +202,7 @@ def test_weights_are_described_by_the_hash_of_their_source_file(loaded):
 
 
 @pytest.mark.parametrize("program, extra", [("nst_jax.main", ["content_dir", "output_dir", "multihost"]),
-                                            ("nst_jax.compare", ["methods", "output_dir"])])
+                                            ("nst_jax.compare", ["methods", "output_dir", "metrics"])])
 def test_help_exits_0_and_lists_every_flag_with_its_default(program, extra):
     proc = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
