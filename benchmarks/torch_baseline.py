@@ -222,16 +222,11 @@ def style_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor],
     if term.method == "bn":
         mu, sd = bn_stats(x)
         return (torch.square(mu - target["mean"]) + torch.square(sd - target["sd"])).mean()
-    if term.method == "gaussian":
+    if term.method in ("gaussian", "mkmmd"):
         y = target["samples"]
         if perms is None:
             perms = (torch.randperm(x.shape[0], device=x.device), torch.randperm(y.shape[0], device=y.device))
-        return gaussian_linear_time(x, y, *perms)
-    if term.method == "mkmmd":
-        y = target["samples"]
-        if perms is None:
-            perms = (torch.randperm(x.shape[0], device=x.device), torch.randperm(y.shape[0], device=y.device))
-        return gaussian_linear_time(x, y, *perms, scales=MKMMD_SCALES)
+        return gaussian_linear_time(x, y, *perms, scales=MKMMD_SCALES if term.method == "mkmmd" else None)
     if term.method == "swd":
         if perms is None:
             perms = torch.randn(x.shape[1], x.shape[1], device=x.device)

@@ -11,6 +11,28 @@ from typing import IO, Any
 from nst_jax.errors import UserError
 
 
+def check_writable(path: str, example: str) -> None:
+    """Refuses, without creating anything, a file path that cannot be written: one that is a folder (``example``
+    is a file name to suggest inside it), or whose folder, or nearest existing folder above it when it is
+    missing, is a file, not writable by permissions, or on a read-only file system. Messages name ``--output``.
+
+    Permissions say yes to root everywhere: a caller that must know for sure tries a real write later.
+    """
+    if os.path.isdir(path):
+        raise UserError(f"--output={path}: is a folder; give a file name such as {os.path.join(path, example)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"--output={path}: {existing} is a file, not a folder")
+    where = f"folder {folder}" if existing == folder else f"folder {folder} cannot be created: {existing}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--output={path}: {where} is not writable (Permission denied)")
+    if hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise UserError(f"--output={path}: {where} is not writable (Read-only file system)")
+
+
 def write_atomic(path: str, write: Callable[[IO[bytes]], Any], *, what: str = "file") -> None:
     """Calls ``write(fileobj)`` on a temporary file beside ``path``, syncs it, then renames it over ``path``.
 

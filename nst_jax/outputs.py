@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nst_jax import checkpoint, image
-from nst_jax.atomic import write_json
+from nst_jax.atomic import check_writable, write_json
 from nst_jax.errors import UserError
 
 try:
@@ -38,16 +38,6 @@ def snapshot_path(output: str, step: int) -> str:
     return f"{stem}_{step:05d}{ext}"
 
 
-def _existing_ancestor(folder: str) -> str:
-    """``folder`` or the nearest folder above it that exists (``/`` at worst)."""
-    while not os.path.exists(folder):
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return folder
-
-
 def check_output(output: str, inputs: list[str]) -> None:
     """Refuses, before any work and without creating anything, an output that cannot be written or would
     overwrite an input.
@@ -61,21 +51,11 @@ def check_output(output: str, inputs: list[str]) -> None:
     ext = os.path.splitext(output)[1].lower()
     if ext not in image.SAVE_FORMATS:
         raise UserError(f"--output={output}: unsupported extension {ext or '(none)'}; use .png, .jpg or .jpeg")
-    if os.path.isdir(output):
-        raise UserError(f"--output={output}: is a folder; give a file name such as {os.path.join(output, 'out.png')}")
     written = {os.path.realpath(p) for p in (output, record_path(output), checkpoint.path_for(output))}
     for path in inputs:
         if path and os.path.exists(path) and os.path.realpath(path) in written:
             raise UserError(f"--output={output}: would overwrite the input {path}")
-    folder = os.path.dirname(os.path.abspath(output))
-    existing = _existing_ancestor(folder)
-    if not os.path.isdir(existing):
-        raise UserError(f"--output={output}: {existing} is a file, not a folder")
-    where = f"folder {folder}" if existing == folder else f"folder {folder} cannot be created: {existing}"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--output={output}: {where} is not writable (Permission denied)")
-    if hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY:
-        raise UserError(f"--output={output}: {where} is not writable (Read-only file system)")
+    check_writable(output, "out.png")
 
 
 def prepare_output(output: str) -> None:

@@ -22,6 +22,7 @@ import tempfile
 
 from absl import app, flags, logging
 
+from nst_jax.atomic import check_writable
 from nst_jax.errors import UserError, WeightsError
 
 _CHECKPOINT = flags.DEFINE_string(
@@ -61,20 +62,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _check_output(output: str) -> None:
-    """Refuses, before a 548 MB download, an output that cannot be written (nothing is created here)."""
-    if os.path.isdir(output):
-        raise UserError(f"--output={output}: is a folder; give a file name such as "
-                        f"{os.path.join(output, 'vgg19.msgpack')}")
-    existing = os.path.dirname(os.path.abspath(output))
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UserError(f"--output={output}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--output={output}: folder {existing} is not writable (Permission denied)")
-
-
 def run(checkpoint: str | None, source: str, output: str | None, sha256: str | None, url: str | None = None,
         timeout: str | float = 60.0) -> str:
     """Downloads if needed, converts, writes; returns the output path. Every flag is checked before the
@@ -95,7 +82,7 @@ def run(checkpoint: str | None, source: str, output: str | None, sha256: str | N
     if source not in weights.SOURCES:
         raise UserError(f"--source must be one of {', '.join(weights.SOURCES)}, not {source!r}")
     output = output or weights.default_path(source)
-    _check_output(output)
+    check_writable(output, "vgg19.msgpack")  # before a 548 MB download; nothing is created here
     if checkpoint:
         if sha256 and weights.file_sha256(checkpoint) != sha256.lower():
             raise WeightsError(f"checkpoint {checkpoint}: its SHA-256 does not match --sha256={sha256}")

@@ -371,9 +371,56 @@ class Poly(StyleMethod):
         return super().mixture_target(ys, weights)
 
 
+class _GaussianKernels(StyleMethod):
+    """MMD^2 under Gaussian kernels, shared by ``gaussian`` and ``mkmmd``: one bandwidth or the mean of several,
+    each fixed or a multiple of the paper's rule. The subclasses hold ``estimator``, ``block_size`` and
+    ``num_features``."""
+
+    @property
+    def needs_key(self) -> bool:
+        return self.estimator in ("linear", "rff")
+
+    def _target(self, y: jax.Array, gamma: Any) -> Target:
+        # ``gamma`` None: the paper's rule, which depends on x, so k(y, y) cannot be kept; the pooled rule of the
+        # full, unbiased and rff estimators needs y's mean and centred sum of squares.
+        out = {"samples": y}
+        if self.estimator in ("full", "unbiased") and gamma is not None:
+            out["kyy"] = mmd.self_mean(kernels.gaussian, y, self.estimator == "unbiased", self.block_size,
+                                       {"gamma": gamma})
+        if gamma is None and self.estimator != "linear":
+            out["mean"], out["ss"] = moments(y)
+        return out
+
+    def _loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, gamma: Any,
+              scales: Sequence[float] | None) -> jax.Array:
+        # ``gamma`` None: the rule (of the sampled pairs for the linear estimator, pooled otherwise), times each
+        # of ``scales`` if given (several bandwidths).
+        _need(target, ("samples",), self.name)
+        y = target["samples"]
+        check_samples(x, y)
+        kparams: dict[str, Any] = {"gamma": gamma}
+        if self.estimator == "linear":
+            return mmd.mmd2_linear_time(x, y, "gaussian", key, kparams, gamma_scales=scales)
+        if gamma is None:
+            _need(target, ("mean", "ss"), self.name)
+            mu_x, ss_x = moments(x)
+            kparams["gamma"] = mmd.pooled_gamma_from_moments(
+                mu_x, ss_x, x.shape[0], target["mean"], target["ss"], y.shape[0]
+            )
+            if scales is not None:
+                kparams["gamma"] = kparams["gamma"] * jnp.asarray(scales, x.dtype)
+        if self.estimator == "rff":
+            return mmd.mmd2_rff(x, y, key, kparams["gamma"], self.num_features, self.block_size)
+        kyy = target["kyy"] if "kyy" in target and gamma is not None else None
+        return _pairwise_loss(x, y, kernels.gaussian, self.estimator == "unbiased", self.block_size, kparams, kyy)
+
+    def paper_scale(self, m: int, n: int) -> float:
+        return 3e14 * (m // 2) / (2.0 * n * m)
+
+
 @register
 @dataclasses.dataclass(frozen=True)
-class Gaussian(StyleMethod):
+class Gaussian(_GaussianKernels):
     """MMD^2 under k = exp(-gamma ||x - y||^2): all moments. ``gamma`` None is the paper's rule, 1 / mean
     squared distance under ``stop_gradient``; ``estimator`` "linear" (the paper's paired estimator, fresh pairs
     each step), "full", "unbiased" or "rff" (``num_features`` random Fourier features).
@@ -399,39 +446,11 @@ class Gaussian(StyleMethod):
                    estimator=config.gaussian_estimator, block_size=int(config.block_size),
                    num_features=int(config.rff_features))
 
-    @property
-    def needs_key(self) -> bool:
-        return self.estimator in ("linear", "rff")
-
     def target(self, y: jax.Array) -> Target:
-        out = {"samples": y}
-        if self.estimator in ("full", "unbiased") and self.gamma is not None:
-            out["kyy"] = mmd.self_mean(kernels.gaussian, y, self.estimator == "unbiased", self.block_size,
-                                       {"gamma": self.gamma})
-        if self.gamma is None and self.estimator != "linear":
-            out["mean"], out["ss"] = moments(y)
-        return out
+        return self._target(y, self.gamma)
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
-        _need(target, ("samples",), self.name)
-        y = target["samples"]
-        check_samples(x, y)
-        kparams: dict[str, Any] = {"gamma": self.gamma}
-        if self.estimator == "linear":
-            return mmd.mmd2_linear_time(x, y, "gaussian", key, kparams)
-        if self.gamma is None:
-            _need(target, ("mean", "ss"), self.name)
-            mu_x, ss_x = moments(x)
-            kparams["gamma"] = mmd.pooled_gamma_from_moments(
-                mu_x, ss_x, x.shape[0], target["mean"], target["ss"], y.shape[0]
-            )
-        if self.estimator == "rff":
-            return mmd.mmd2_rff(x, y, key, kparams["gamma"], self.num_features, self.block_size)
-        kyy = target["kyy"] if "kyy" in target and self.gamma is not None else None
-        return _pairwise_loss(x, y, kernels.gaussian, self.estimator == "unbiased", self.block_size, kparams, kyy)
-
-    def paper_scale(self, m: int, n: int) -> float:
-        return 3e14 * (m // 2) / (2.0 * n * m)
+        return self._loss(x, target, key, self.gamma, None)
 
     def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
         # The exact tiled estimator, with the paper's pooled bandwidth of the reference and the style fixed.
@@ -606,7 +625,7 @@ def _mixture_covariance(ys: Sequence[jax.Array], weights: Sequence[float]) -> tu
 
 @register
 @dataclasses.dataclass(frozen=True)
-class MKMMD(StyleMethod):
+class MKMMD(_GaussianKernels):
     """Multi-kernel MMD (Long et al., "Learning Transferable Features with Deep Adaptation Networks", ICML
     2015): MMD^2 under k = (1/B) sum_b exp(-gamma_b ||x - y||^2) with gamma_b = scales_b times the paper's
     bandwidth rule (of the sampled pairs for the linear estimator, pooled for the others), so texture at
@@ -632,33 +651,11 @@ class MKMMD(StyleMethod):
                    estimator=config.gaussian_estimator, block_size=int(config.block_size),
                    num_features=int(config.rff_features))
 
-    @property
-    def needs_key(self) -> bool:
-        return self.estimator in ("linear", "rff")
-
     def target(self, y: jax.Array) -> Target:
-        out = {"samples": y}
-        if self.estimator != "linear":
-            out["mean"], out["ss"] = moments(y)
-        return out
+        return self._target(y, None)
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
-        _need(target, ("samples",), self.name)
-        y = target["samples"]
-        check_samples(x, y)
-        if self.estimator == "linear":
-            return mmd.mmd2_linear_time(x, y, "gaussian", key, {"gamma": None}, gamma_scales=self.scales)
-        _need(target, ("mean", "ss"), self.name)
-        mu_x, ss_x = moments(x)
-        base = mmd.pooled_gamma_from_moments(mu_x, ss_x, x.shape[0], target["mean"], target["ss"], y.shape[0])
-        gamma = base * jnp.asarray(self.scales, x.dtype)
-        if self.estimator == "rff":
-            return mmd.mmd2_rff(x, y, key, gamma, self.num_features, self.block_size)
-        return _pairwise_loss(x, y, kernels.gaussian, self.estimator == "unbiased", self.block_size,
-                              {"gamma": gamma}, None)
-
-    def paper_scale(self, m: int, n: int) -> float:
-        return 3e14 * (m // 2) / (2.0 * n * m)
+        return self._loss(x, target, key, None, self.scales)
 
     def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
         # The exact tiled estimator of the B-bandwidth kernel, the bandwidths fixed on the reference and style.
