@@ -230,9 +230,7 @@ def run_round(
     cfg = items[0].inputs.config
     problem = cfg_lib.problem(cfg, cfg_lib.blend_weights(cfg, len(items[0].inputs.styles)))
     for it in items:
-        cfg_lib.check_sizes(problem, [("content", it.inputs.content, it.inputs.content_desc),
-                                      *(("style", r, d) for r, d in zip(it.inputs.styles, it.inputs.style_descs,
-                                                                        strict=True))])
+        it.inputs.check_sizes(problem)
     mesh = Mesh(np.asarray(devices), (MESH_AXIS,))
     stacked, replicated = NamedSharding(mesh, P(MESH_AXIS)), NamedSharding(mesh, P())
     placement = job_lib.Placement(stacked=lambda tree: jax.device_put(tree, stacked),

@@ -95,12 +95,13 @@ def main(argv: list[str]) -> None:
                 cfg_lib.problem(base), weights.params, weights.source,
                 {name: cls.from_config(base) for name, cls in losses.REGISTRY.items()}, content_rgb, styles[0][0],
                 results)
-            note = (f"Distance of each result to the style image (the first style) at "
-                    f"{', '.join(cfg_lib.csv(base.style_layers))}, divided by the content image's; content: the "
-                    f"result's content loss divided by the style image's. Weights: {weights_lib.describe(w)}.")
-            write_text(os.path.join(out_dir, "metrics.md"), evaluate.markdown(table, note), what="metrics")
-            write_json(os.path.join(out_dir, "metrics.json"), {**table, "note": note, "seconds": time.time() - t0},
-                       what="metrics")
+            metrics_note = (f"Distance of each result to the style image (the first style) at "
+                            f"{', '.join(cfg_lib.csv(base.style_layers))}, divided by the content image's; "
+                            f"content: the result's content loss divided by the style image's. Weights: "
+                            f"{weights_lib.describe(w)}.")
+            write_text(os.path.join(out_dir, "metrics.md"), evaluate.markdown(table, metrics_note), what="metrics")
+            write_json(os.path.join(out_dir, "metrics.json"),
+                       {**table, "note": metrics_note, "seconds": time.time() - t0}, what="metrics")
             cells = evaluate.table_cells(table)
         style_tiles = [(rgb, "style" if len(styles) == 1 else f"style {i + 1}") for i, (rgb, _) in enumerate(styles)]
         grid = sheet.contact_sheet([(content_rgb, "content"), *style_tiles, *tiles], footer=footer,

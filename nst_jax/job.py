@@ -174,6 +174,11 @@ class JobInputs:
     style_descs: list[str]
     init_rgb: np.ndarray | None = None
 
+    def check_sizes(self, problem: transfer.Problem) -> None:
+        """ImageError when the content or a style is too small for the problem's deepest layer."""
+        cfg_lib.check_sizes(problem, [("content", self.content, self.content_desc),
+                                      *(("style", r, d) for r, d in zip(self.styles, self.style_descs, strict=True))])
+
 
 @dataclasses.dataclass
 class Resumed:

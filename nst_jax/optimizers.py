@@ -63,16 +63,15 @@ def mxnet_schedule(sgd: SGDSettings) -> optax.Schedule:
 
 
 def make(name: str, settings: Any) -> optax.GradientTransformation:
-    """The optax transformation for ``name``; ``settings`` has ``lr`` (Adam) and ``sgd`` (an
-    :class:`SGDSettings` or a config with its fields), e.g. :class:`nst_jax.transfer.StepSettings`."""
-    config = settings
+    """The optax transformation for ``name``; ``settings`` is a :class:`nst_jax.transfer.StepSettings` (its
+    ``lr`` for Adam, its :class:`SGDSettings` ``sgd`` for ``sgd_paper``)."""
     if name == "adam":
-        return optax.adam(config.lr)
+        return optax.adam(settings.lr)
     if name == "lbfgs":
         return optax.lbfgs()
     if name == "sgd_paper":
-        sgd = config.sgd
-        rule = getattr(sgd, "update_rule", "optax")
+        sgd = settings.sgd
+        rule = sgd.update_rule
         if rule == "mxnet":
             # v = momentum * v - lr_t * (g + wd * x); x += v: the rate is applied before the momentum trace.
             return optax.chain(optax.add_decayed_weights(sgd.weight_decay),

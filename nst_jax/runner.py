@@ -206,8 +206,7 @@ def _run_scale(
     """One optimisation at one size (:func:`nst_jax.job.run`) with progress, snapshots and checkpoints."""
     problem = cfg_lib.problem(config, blend)
     content_rgb, style_rgbs = job_inputs.content, job_inputs.styles
-    cfg_lib.check_sizes(problem, [("content", content_rgb, job_inputs.content_desc),
-                                  *(("style", r, d) for r, d in zip(style_rgbs, job_inputs.style_descs, strict=True))])
+    job_inputs.check_sizes(problem)
     if on_ready is not None:
         on_ready()
     settings = cfg_lib.step_settings(config, weights.source)
