@@ -164,7 +164,7 @@ def params_sha256(params: Mapping[str, Any]) -> str:
     (``(64,)``), a NUL byte, then the values as little-endian float32 in C order.
 
     Paths and shapes are hashed with the values so that swapped or reshaped tensors change the digest too.
-    Cost: one pass over the bytes, about 50 ms for VGG-19's 80 MB on a CPU with SHA extensions.
+    Cost: one pass over the bytes (measured in the README, ``benchmarks/loop_and_load.py``).
     """
     digest = hashlib.sha256()
     flat = _flat(params)
