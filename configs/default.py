@@ -56,7 +56,7 @@ def get_config() -> config_dict.ConfigDict:
 
     # Optimisation.
     c.optimizer = "adam"  # "adam", "lbfgs", "sgd_paper"
-    c.steps = 500
+    c.steps = config_dict.placeholder(int)  # None: 500 on a GPU or TPU, 200 on a CPU (a few minutes)
     c.lr = 0.05  # Adam step in preprocessed-input units (torchvision: 1 unit = about 0.23 of the [0, 1] range)
     c.init = "content"  # "content", "noise", "official_noise" (the official code's start), or an image file
     c.seed = 0

@@ -3,23 +3,26 @@
     python -m nst_jax.main --content_dir=photos --style="a.jpg;b.jpg" --kernel="gram;bn" --output_dir=out
 
 Jobs. The job list is every image in ``content_dir`` (sorted by name) x every style x every method, in that
-order; ``;`` separates the alternatives, while ``,`` keeps its single-run meaning (``--kernel=linear,gaussian``
-is one fused method, ``--style=a.jpg,b.jpg`` one blend of two styles). Job ``C x S x M`` writes
+order; ``;`` separates the alternatives, while ``+`` and ``,`` keep their single-run meanings
+(``--kernel=linear+gaussian`` is one fused method, ``--style=a.jpg,b.jpg`` one blend of two styles). Job
+``C x S x M`` writes
 ``OUT/<C stem>__<S stem>__<M>.png`` and its run record ``.json`` beside it (a fusion's methods are joined by
 ``+``, a blend's style stems too).
 
-Same result as a single run. A round is :func:`nst_jax.job.run` of its jobs stacked on a job axis: every job
-uses ``config.seed`` exactly as a single run does (:func:`nst_jax.job.keys`), the same balance factors
-(computed per job, from its own targets) and the same energy, so job ``C x S x M`` computes what
-``python -m nst_jax.main --content=C --style=S --kernel=M`` with the same config computes, up to float
-rounding (the order of a vmapped computation's float operations can differ from the single run's).
+Same result as a single run, bit for bit. A round is :func:`nst_jax.job.run` of its jobs stacked on a job
+axis: every job uses ``config.seed`` exactly as a single run does (:func:`nst_jax.job.keys`), the same balance
+factors (computed per job, from its own targets) and the same energy, and each job is computed with the single
+run's own compiled computation (a single run is a round of one job), so job ``C x S x M`` writes the image,
+energies and loss history that ``python -m nst_jax.main --content=C --style=S --kernel=M`` with the same config
+writes on the same type of device (tests/test_batch.py checks it over 120 steps on 8 devices).
 
 Devices. Jobs with the same :class:`~nst_jax.transfer.Problem` and image shapes form a group; a group runs in
-rounds of ``jobs_per_device`` x (local devices) jobs, stacked on a leading job axis: the pure step of a single
-run (:func:`nst_jax.transfer.chunk`) is ``jax.vmap``-ed over that axis and the stack is sharded over a
-one-axis ``jax.sharding.Mesh`` of the local devices with ``NamedSharding(mesh, P("jobs"))``, so each device
-optimises its own images and no data moves between devices. A round that does not fill the devices is padded
-with copies of its last job (their results are discarded).
+rounds of ``jobs_per_device`` x (local devices) jobs, stacked on a leading job axis split over a one-axis
+``jax.sharding.Mesh`` of the local devices (``jax.shard_map``): each device optimises its own jobs, one after
+another when it has several (never vmapped: stacking jobs into one computation changes the order of its float
+operations, and Adam turns the last-bit differences into visible ones within a few dozen steps), and no data
+moves between devices. A round that does not fill the devices is padded with copies of its last job (their
+results are discarded).
 
 Hosts. With ``multihost`` the process joins ``jax.distributed`` (arguments from flags, or from the environment
 as on a Cloud TPU pod slice); the sorted job list is the same on every process and job i belongs to process
@@ -48,8 +51,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from nst_jax import config as cfg_lib
 from nst_jax import job as job_lib
@@ -58,7 +60,7 @@ from nst_jax import weights as weights_lib
 from nst_jax.errors import ConfigError, UserError
 
 CONTENT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-MESH_AXIS = "jobs"
+MESH_AXIS = job_lib.JOB_AXIS
 SHUTDOWN_TIMEOUT_S = 24 * 3600
 
 Log = Callable[[str], None]
@@ -108,8 +110,8 @@ def style_label(style: str) -> str:
 
 
 def method_label(kernel: str) -> str:
-    """``"linear, gaussian"`` -> ``"linear+gaussian"``."""
-    return "+".join(m.strip().lower() for m in kernel.split(",") if m.strip())
+    """``"linear+gaussian"`` (or ``"linear, gaussian"``) -> ``"linear+gaussian"``."""
+    return "+".join(cfg_lib.method_names(kernel))
 
 
 def content_images(content_dir: str) -> list[str]:
@@ -216,12 +218,15 @@ def run_round(
     devices: Sequence[jax.Device],
     *,
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[job_lib.Progress], None] | None = None,
+    label: str = "",
 ) -> list[tuple[np.ndarray, dict[str, Any]]] | None:
     """Runs the jobs of one group together (:func:`nst_jax.job.run`, batched), sharded over ``devices``.
 
     ``items`` share one problem and image shapes; their number is padded up to a multiple of
     ``len(devices)`` with copies of the last one. Returns (RGB result, run record) per item, in order, or
-    ``None`` when ``should_stop`` asked to stop between chunks.
+    ``None`` when ``should_stop`` asked to stop between chunks. ``progress`` gets the first job's
+    :class:`~nst_jax.job.Progress` after each chunk, labelled ``label`` and that job's name.
     """
     started = time.time()
     n_real = len(items)
@@ -231,14 +236,20 @@ def run_round(
     problem = cfg_lib.problem(cfg, cfg_lib.blend_weights(cfg, len(items[0].inputs.styles)))
     for it in items:
         it.inputs.check_sizes(problem)
-    mesh = Mesh(np.asarray(devices), (MESH_AXIS,))
-    stacked, replicated = NamedSharding(mesh, P(MESH_AXIS)), NamedSharding(mesh, P())
-    placement = job_lib.Placement(stacked=lambda tree: jax.device_put(tree, stacked),
-                                  replicated=lambda tree: jax.device_put(tree, replicated))
+    placement = job_lib.Placement(Mesh(np.asarray(devices), (MESH_AXIS,)))
+    steps = int(cfg.steps)
+    shown = f"{label}{': ' if label else ''}{items[0].job.name}" + (f" (+{n_real - 1} more)" if n_real > 1 else "")
+
+    def after_chunk(c: job_lib.Chunk) -> bool:
+        if progress is not None:
+            first = c.trackers[0]
+            progress(job_lib.Progress(first.step, steps, first.latest(), first.step / max(c.elapsed_s, 1e-9),
+                                      label=shown, size=tuple(items[0].inputs.content.shape[:2])))
+        return should_stop is not None and should_stop()
+
     results = job_lib.run(problem, cfg_lib.step_settings(cfg, weights.source),
                           cfg_lib.chunk_length(cfg),  # results do not depend on the chunk size
-                          padded, weights, batched=True, placement=placement,
-                          after_chunk=None if should_stop is None else lambda _: should_stop())
+                          padded, weights, batched=True, placement=placement, after_chunk=after_chunk)
     if any(record["status"] == "interrupted" for _, record in results[:n_real]):
         return None
     batch_info = {"round_jobs": n_real, "padded_to": n, "local_devices": len(devices),
@@ -273,6 +284,7 @@ def run_jobs(
     process_count: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Log = _stderr,
+    progress: Callable[[job_lib.Progress], None] | None = None,
 ) -> Summary:
     """Runs this process's share of ``jobs`` that are not complete yet and writes their outputs.
 
@@ -287,8 +299,11 @@ def run_jobs(
       should_stop: polled between chunks; when it returns True the current round is abandoned (its jobs
         stay missing and rerun next time) and the summary says ``interrupted``.
       log: one line per event (default: stderr).
+      progress: called after every chunk with a :class:`~nst_jax.job.Progress` of the round's first job
+        (e.g. :class:`nst_jax.report.ProgressBar`); ``None``: only the log lines.
     """
     check_batch_config(config, jobs)
+    config = cfg_lib.with_default_steps(config)
     devices = list(devices or jax.local_devices())
     if jobs_per_device < 1:
         raise ConfigError(f"jobs per device must be >= 1, not {jobs_per_device}")
@@ -322,7 +337,8 @@ def run_jobs(
     if not _stackable(config):
         for _, job in todo:
             try:
-                rgb, record = runner.stylize(job.content, job.style, job_config(config, job), weights=weights)
+                rgb, record = runner.stylize(job.content, job.style, job_config(config, job), weights=weights,
+                                             progress=progress)
             except runner.NonFiniteLoss as e:
                 rgb, record = e.image, e.record
             finish(job, rgb, record)
@@ -336,18 +352,18 @@ def run_jobs(
         prepared = _prepare(job, index, config)
         groups.setdefault(prepared.group_key(), []).append(prepared)
     size = jobs_per_device * len(devices)
-    for members in groups.values():
-        for start in range(0, len(members), size):
-            batch = members[start:start + size]
-            shape = batch[0].inputs.content.shape
-            log(f"round: {len(batch)} job(s) of method {batch[0].job.kernel}, content {shape[1]}x{shape[0]} px, "
-                f"on {len(devices)} device(s)")
-            results = run_round(batch, weights, devices, should_stop=should_stop)
-            if results is None:
-                summary.interrupted = True
-                return summary
-            for it, (rgb, record) in zip(batch, results, strict=True):
-                finish(it.job, rgb, record)
+    rounds = [members[start:start + size] for members in groups.values() for start in range(0, len(members), size)]
+    for r, batch in enumerate(rounds):
+        shape = batch[0].inputs.content.shape
+        log(f"round {r + 1}/{len(rounds)}: {len(batch)} job(s) of method {method_label(batch[0].job.kernel)}, "
+            f"content {shape[1]}x{shape[0]} px, on {len(devices)} device(s)")
+        results = run_round(batch, weights, devices, should_stop=should_stop, progress=progress,
+                            label=f"round {r + 1}/{len(rounds)}")
+        if results is None:
+            summary.interrupted = True
+            return summary
+        for it, (rgb, record) in zip(batch, results, strict=True):
+            finish(it.job, rgb, record)
     return summary
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -46,16 +46,16 @@ def array_sha256(arr: np.ndarray) -> str:
 
 
 def save(path: str, *, carry: Any, key: jax.Array, fingerprint: str, factors: list[float],
-         history: dict[str, list[float]], scale: int = 0) -> None:
+         history: dict[str, list[float]], scale: int = 0, run_s: float = 0.0) -> None:
     """Writes the checkpoint atomically. ``carry`` = (x, opt_state, step, stopped); ``scale``: which size of
-    a coarse-to-fine run it belongs to."""
+    a coarse-to-fine run it belongs to; ``run_s``: seconds of steps so far, over every process of the run."""
     x, opt_state, step, stopped = jax.device_get(carry)
     state = {
         "format": FORMAT, "version": VERSION, "fingerprint": fingerprint,
         "x": np.asarray(x), "opt_state": serialization.to_state_dict(opt_state),
         "step": int(step), "stopped": bool(stopped),
         "key": np.asarray(jax.random.key_data(key)), "factors": list(map(float, factors)),
-        "history": json.dumps(history), "scale": int(scale),
+        "history": json.dumps(history), "scale": int(scale), "run_s": float(run_s),
     }
     write_bytes(path, serialization.msgpack_serialize(state), what="checkpoint")
 
@@ -78,12 +78,22 @@ def scale_of(path: str) -> int:
     return int(_read(path).get("scale", 0))
 
 
-def load(path: str, *, template_carry: Any, fingerprint: str) -> tuple[Any, np.ndarray, list[float],
-                                                                          dict[str, list[float]]]:
+class Saved(NamedTuple):
+    """What :func:`load` reads back: the carry, the key data, the balance factors, the loss history and the
+    seconds of steps the processes before this one spent."""
+
+    carry: Any
+    key: np.ndarray
+    factors: list[float]
+    history: dict[str, list[float]]
+    run_s: float
+
+
+def load(path: str, *, template_carry: Any, fingerprint: str) -> Saved:
     """Reads a checkpoint written by :func:`save` for the same run.
 
     Returns:
-      (carry, key data, balance factors, loss history).
+      a :class:`Saved`.
     Raises:
       UserError: missing, corrupt, or written by a different run.
     """
@@ -97,4 +107,5 @@ def load(path: str, *, template_carry: Any, fingerprint: str) -> tuple[Any, np.n
         raise UserError(f"checkpoint {path}: image shape {x.shape} does not match this run's {tuple(x0.shape)}")
     opt_state = serialization.from_state_dict(opt0, state["opt_state"])
     carry = (x, opt_state, np.int32(state["step"]), np.bool_(state["stopped"]))
-    return carry, np.asarray(state["key"]), list(state["factors"]), json.loads(state["history"])
+    return Saved(carry, np.asarray(state["key"]), list(state["factors"]), json.loads(state["history"]),
+                 float(state.get("run_s", 0.0)))

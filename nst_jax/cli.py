@@ -12,13 +12,12 @@ import dataclasses
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from absl import flags
 
-from nst_jax import checkpoint, image, job, outputs, runner
+from nst_jax import checkpoint, image, job, outputs, report, runner
 from nst_jax import config as cfg_lib
 from nst_jax.errors import UserError
 
@@ -36,13 +35,13 @@ class RunFlag:
 
 RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("kernel", "string", "Style method gram|linear|poly|gaussian|bn|swd|w2|coral|mkmmd, or a fusion such as "
-            "linear,gaussian."),
+            "linear+gaussian."),
     RunFlag("kernel_weights", "string", "Fusion weights, one per method in --kernel, e.g. 0.5,0.5."),
     RunFlag("content", "string", "Content image (default: a demo image drawn by the package)."),
     RunFlag("style", "string", "Style image (default: a demo painting drawn by the package)."),
     RunFlag("output", "string", "Output image, .png or .jpg; the run record goes beside it as .json."),
     RunFlag("size", "integer", "Long edge of the output in pixels (default 512 on GPU/TPU, 256 on CPU)."),
-    RunFlag("steps", "integer", "Optimisation steps."),
+    RunFlag("steps", "integer", "Optimisation steps (default 500 on GPU/TPU, 200 on CPU)."),
     RunFlag("optimizer", "string", "adam|lbfgs|sgd_paper."),
     RunFlag("weights", "string", "VGG-19 weights from `python -m weights_converter` (default: the cached file)."),
     RunFlag("seed", "integer", "Random seed (noise init, stochastic estimators)."),
@@ -86,7 +85,8 @@ def define_run_flags(names: Sequence[str] | None = None, helps: dict[str, str] |
 
 def _shown(value: Any, name: str) -> str:
     if value is None:
-        return {"size": "512 on a GPU/TPU, 256 on a CPU", "style_size": "the content's"}.get(name, "unset")
+        return {"size": "512 on a GPU/TPU, 256 on a CPU", "steps": "500 on a GPU/TPU, 200 on a CPU",
+                "style_size": "the content's"}.get(name, "unset")
     if value == "":
         return {"content": "a demo image", "style": "a demo painting", "weights": "the cached converted file",
                 "kernel_weights": "1 each", "style_blend": "equal"}.get(name, "empty")
@@ -123,37 +123,6 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(str(e).splitlines()[0])
     except (ValueError, TypeError, KeyError, AttributeError) as e:  # config-file overrides (--config.x=...)
         fail(f"bad --config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-
-
-class ProgressBar:
-    """A one-line live bar on a terminal (a line per update otherwise): step, loss terms, it/s, ETA."""
-
-    def __init__(self, stream=None, width: int = 24):
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.tty = self.stream.isatty()
-        self.started = time.time()
-
-    def __call__(self, step: int, steps: int, terms: dict[str, float], rate: float) -> None:
-        frac = step / max(steps, 1)
-        filled = int(round(frac * self.width))
-        eta = (steps - step) / rate if rate > 0 else float("inf")
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "--:--:--"
-        shown = " ".join(f"{k} {v:.4g}" for k, v in terms.items() if k in ("total", "content", "style", "tv"))
-        bar = "#" * filled + "." * (self.width - filled)
-        line = f"[{bar}] {step}/{steps} {shown} | {rate:.2f} it/s | ETA {eta_text}"
-        if self.tty:
-            self.stream.write("\r" + line + "\033[K")
-            if step >= steps:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 class StopOnInterrupt:
@@ -193,14 +162,15 @@ def run_one(config: Any) -> int:
     try:
         outputs.check_output(config.output, [config.content, *runner.style_inputs(config.style), config.init,
                                              config.weights])
-        bar = ProgressBar()
+        bar = report.ProgressBar()
+        snapshots: list[str] = []
 
         def snapshot(step: int, rgb: Any) -> None:
-            image.save_image(outputs.snapshot_path(config.output, step), rgb)
+            snapshots.append(outputs.snapshot_path(config.output, step))
+            image.save_image(snapshots[-1], rgb)
 
-        size_note = cfg_lib.default_size(config)[1]
-        if size_note:
-            print(size_note, file=sys.stderr, flush=True)
+        for note in cfg_lib.machine_notes(config):
+            print(note, file=sys.stderr, flush=True)
         with StopOnInterrupt() as stop:
             try:
                 # The output folder is created only once every input has been checked (on_ready).
@@ -222,9 +192,12 @@ def run_one(config: Any) -> int:
     except UserError as e:
         fail(str(e))
     w = record["weights"]
-    print(f"wrote {config.output} and {outputs.record_path(config.output)} ({record['steps_run']} steps in "
-          f"{record['run_s']:.1f} s after {record['compile_s']:.1f} s compile; weights {w['source']} "
-          f"{os.path.basename(w['path'])} sha256 {w['sha256'][:12]}; origin: {w['origin']})", file=sys.stderr)
+    print(f"wrote {config.output} and {outputs.record_path(config.output)} ({report.summary(record)}; weights "
+          f"{w['source']} {os.path.basename(w['path'])} sha256 {w['sha256'][:12]}; origin: {w['origin']})",
+          file=sys.stderr)
+    if snapshots:
+        shown = snapshots[0] if len(snapshots) == 1 else f"{snapshots[0]} ... {os.path.basename(snapshots[-1])}"
+        print(f"snapshots: {shown} ({len(snapshots)} file(s), every {config.save_every} steps)", file=sys.stderr)
     return job.EXIT_CODES[record["status"]]
 
 
@@ -257,8 +230,12 @@ def run_batch(
                                output_dir)
         # Checks without creating: the folder appears with the first job's outputs, after its inputs were read.
         outputs.check_output(jobs[0].output, sorted({p for j in jobs for p in (j.content, *j.style.split(","))}))
+        for note in cfg_lib.machine_notes(config):
+            print(note, file=sys.stderr, flush=True)
         with StopOnInterrupt() as stop:
-            summary = batch.run_jobs(config, jobs, should_stop=stop)
+            bar = report.ProgressBar()
+            summary = batch.run_jobs(config, jobs, should_stop=stop, progress=bar)
+            bar.close()
     except UserError as e:
         fail(str(e))
     if summary.interrupted:

@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import default as default_config
-from nst_jax import cli, evaluate, image, losses, outputs, runner, sheet
+from nst_jax import cli, evaluate, image, losses, outputs, report, runner, sheet
 from nst_jax import config as cfg_lib
 from nst_jax import weights as weights_lib
 from nst_jax.atomic import write_json, write_text
@@ -39,13 +39,14 @@ FLAGS = flags.FLAGS
 
 
 def method_configs(base, methods: str) -> list[tuple[str, object]]:
-    """(label, config) per entry of ``methods``; fusions get equal kernel weights."""
+    """(label, config) per entry of ``methods`` (comma-separated; a fusion joins its methods with ``+``, as
+    ``--kernel`` does); fusions get equal kernel weights."""
     out = []
     for label in [m.strip() for m in methods.split(",") if m.strip()]:
         parts = [p.strip() for p in label.split("+")]
         cfg = base.copy_and_resolve_references()
         with cfg.unlocked():
-            cfg.kernel = ",".join(parts)
+            cfg.kernel = "+".join(parts)
             cfg.kernel_weights = ",".join([f"{1 / len(parts):g}"] * len(parts)) if len(parts) > 1 else ""
         cfg_lib.parse_terms(cfg)
         out.append((label, cfg))
@@ -67,19 +68,18 @@ def main(argv: list[str]) -> None:
         out_dir = FLAGS.output_dir
         outputs.check_output(os.path.join(out_dir, "sheet.png"), [base.content, *runner.style_inputs(base.style)])
         weights = weights_lib.load(weights_lib.resolve(base.weights or None, base.source))
-        note = cfg_lib.default_size(base)[1]
-        if note:
+        for note in cfg_lib.machine_notes(base):
             print(note, file=sys.stderr)
         (content_rgb, _), styles = runner.prepare_images(base.content or None, base.style or None, base)
         tiles, curves, summary, results = [], {}, {"runs": {}}, {}
         for label, cfg in runs:
             print(f"== {label}", file=sys.stderr, flush=True)
             result, record = runner.stylize(base.content or None, base.style or None, cfg, weights=weights,
-                                            progress=cli.ProgressBar())
-            out = os.path.join(out_dir, label.replace("+", "_") + ".png")
+                                            progress=report.ProgressBar())
+            out = os.path.join(out_dir, label + ".png")
             outputs.write_outputs(out, result, record)
             final = record["final_losses"]
-            tiles.append((result, f"{label}  {record['run_s']:.1f} s\n"
+            tiles.append((result, f"{label}  {record['run_s']:.1f} s (+{record['compile_s']:.0f} s compile)\n"
                                   f"style {final['style']:.3g} content {final['content']:.3g}"))
             curves[label] = record["losses"]
             results[label] = result

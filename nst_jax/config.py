@@ -23,6 +23,9 @@ BALANCES = ("auto", "none")
 STYLE_RESIZES = ("keep_aspect", "match_content")
 CPU_DEFAULT_SIZE = 256
 ACCELERATOR_DEFAULT_SIZE = 512
+# The bare command on a CPU: a few minutes (500 Gaussian steps at 256 px take about 9.5 minutes on 2 cores).
+CPU_DEFAULT_STEPS = 200
+ACCELERATOR_DEFAULT_STEPS = 500
 CPU_MAX_CHUNK = 5
 """On CPU a chunk's steps are unrolled (see :func:`nst_jax.transfer.chunk`), so compile time grows with it."""
 
@@ -30,6 +33,12 @@ CPU_MAX_CHUNK = 5
 def csv(text: Any) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
     return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def method_names(kernel: Any) -> list[str]:
+    """The methods of ``--kernel``: ``"linear+gaussian"`` -> ``["linear", "gaussian"]``. A fusion is written
+    with ``+`` (as in ``compare --methods`` and the output names); ``,`` is read the same way."""
+    return [part.strip().lower() for part in str(kernel).replace(",", "+").split("+") if part.strip()]
 
 
 def floats(text: Any, what: str) -> list[float]:
@@ -45,16 +54,16 @@ def floats(text: Any, what: str) -> list[float]:
 
 
 def parse_terms(config: Any) -> tuple[losses.StyleTerm, ...]:
-    """The style terms of ``config.kernel`` (one method or a comma-separated fusion), with their weights and
+    """The style terms of ``config.kernel`` (one method or a fusion, ``linear+gaussian``), with their weights and
     the parameters each method reads from the config (``from_config``)."""
-    names = [m.lower() for m in csv(config.kernel)]
+    names = method_names(config.kernel)
     known = "|".join(losses.METHODS)
     if not names:
         raise ConfigError(f"--kernel is empty; expected one of {known} or a fusion")
     for m in names:
         if m not in losses.REGISTRY:
             raise ConfigError(f"--kernel={config.kernel}: unknown method {m!r}; expected {known} or a "
-                              f"comma-separated fusion of them")
+                              f"fusion of them joined by + (linear+gaussian)")
     if len(set(names)) != len(names):
         raise ConfigError(f"--kernel={config.kernel}: a method appears twice")
     weights = floats(config.kernel_weights, "kernel_weights") if csv(config.kernel_weights) else [1.0] * len(names)
@@ -82,7 +91,8 @@ def check(config: Any) -> None:
         if value not in allowed:
             raise ConfigError(f"--{name}={value}: expected one of {', '.join(allowed)}")
 
-    positive_int("steps", config.steps, allow_zero=True)
+    if config.steps is not None:  # None: the machine's default (with_default_steps)
+        positive_int("steps", config.steps, allow_zero=True)
     if config.size is not None:
         positive_int("size", config.size)
     if config.style_size is not None:
@@ -194,7 +204,7 @@ def style_weight(config: Any) -> float:
         table[name] = number
     if value is not None:
         return float(value)
-    names = [m.lower() for m in csv(config.kernel)]
+    names = method_names(config.kernel)
     key = names[0] if len(names) == 1 and names[0] in table else "default"
     if key not in table:
         raise ConfigError(f"--style_weight is unset and --config.style_weight_by_kernel={text!r} has no entry "
@@ -252,13 +262,41 @@ def chunk_length(config: Any, every: Sequence[int] = ()) -> int:
 
 
 def default_size(config: Any) -> tuple[int, str | None]:
-    """The content's long edge, and a note to print when it was chosen for a CPU-only machine."""
+    """The content's long edge, and a note to print when it (or the step count) was chosen for a CPU-only
+    machine."""
     if config.size is not None:
         return int(config.size), None
     if jax.default_backend() == "cpu":
         return CPU_DEFAULT_SIZE, (f"no accelerator found: using --size={CPU_DEFAULT_SIZE} "
                                   f"(pass --size to choose; {ACCELERATOR_DEFAULT_SIZE} on a GPU or TPU)")
     return ACCELERATOR_DEFAULT_SIZE, None
+
+
+def default_steps(config: Any) -> tuple[int, str | None]:
+    """The step count (``config.steps``; unset: 500 on a GPU or TPU, 200 on a CPU, so that the bare command
+    finishes in a few minutes there) and a note to print when it was chosen for a CPU-only machine."""
+    if config.steps is not None:
+        return int(config.steps), None
+    if jax.default_backend() == "cpu":
+        return CPU_DEFAULT_STEPS, (f"no accelerator found: using --steps={CPU_DEFAULT_STEPS} (pass --steps to "
+                                   f"choose; {ACCELERATOR_DEFAULT_STEPS} on a GPU or TPU)")
+    return ACCELERATOR_DEFAULT_STEPS, None
+
+
+def machine_notes(config: Any) -> list[str]:
+    """What the run chose for this machine because the config left it unset (size, steps), to print on
+    start."""
+    return [note for note in (default_size(config)[1], default_steps(config)[1]) if note]
+
+
+def with_default_steps(config: Any) -> Any:
+    """``config`` itself when it sets ``steps``; else a copy with :func:`default_steps`'s count."""
+    if config.steps is not None:
+        return config
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        c.steps = default_steps(config)[0]
+    return c
 
 
 def style_shape(content_hw: tuple[int, int], style_hw: tuple[int, int], config: Any, factor: float = 1.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import math
 import platform
 import time
@@ -29,6 +30,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import nst_jax
 from nst_jax import config as cfg_lib
@@ -39,14 +42,52 @@ STATUSES = ("done", "stopped_early", "nonfinite", "interrupted")
 EXIT_CODES = {"done": 0, "stopped_early": 0, "nonfinite": 2, "interrupted": 130}
 """Exit status of a command line whose run ended with each record ``status``."""
 
-_TARGETS = jax.jit(transfer.targets, static_argnums=0)
-_TARGETS_BATCHED = jax.jit(transfer.targets_batched, static_argnums=0)
-_NORMS = jax.jit(transfer.gradient_norms, static_argnums=0)
-_NORMS_BATCHED = jax.jit(transfer.gradient_norms_batched, static_argnums=0)
-_ENERGY = jax.jit(transfer.energy, static_argnums=0, static_argnames="include_tv")
-_ENERGY_BATCHED = jax.jit(transfer.energy_batched, static_argnums=0)
-_CHUNK = jax.jit(transfer.chunk, static_argnums=(0, 1, 2), donate_argnums=3)
-_CHUNK_BATCHED = jax.jit(transfer.chunk_batched, static_argnums=(0, 1, 2), donate_argnums=3)
+JOB_AXIS = "jobs"
+"""The mesh axis a batch's job axis is split over."""
+
+
+def chunk_report(problem: transfer.Problem, settings: transfer.StepSettings, length: int, state: transfer.LoopState,
+                 params: Any, tgt: Any, scales: Any, key: jax.Array
+                 ) -> tuple[transfer.LoopState, dict[str, jax.Array], dict[str, jax.Array]]:
+    """:func:`nst_jax.transfer.chunk`, then the energy terms at the image it ends on (with that step's key):
+    what the progress bar shows for the step it reports, and after the last chunk the run's final energy.
+
+    Returns (the new state, {term: (length,)} before each step, {"total", term...: scalar} at the new state).
+    One forward pass more per chunk (the README's Performance section has its cost)."""
+    state, terms = transfer.chunk(problem, settings, length, state, params, tgt, scales, key)
+    value, now = transfer.energy(problem, params, tgt, scales, state.x, jax.random.fold_in(key, state.step))
+    return state, terms, {"total": value, **now}
+
+
+def _energy_at(problem: transfer.Problem, params: Any, tgt: Any, scales: Any, x: jax.Array, key: jax.Array,
+               step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    return transfer.energy(problem, params, tgt, scales, x, jax.random.fold_in(key, step))
+
+
+def _on_devices(fn: Callable[..., Any], in_axes: tuple[int | None, ...], mesh: Mesh,
+                donate: tuple[int, ...] = ()) -> Callable[..., Any]:
+    """``fn`` of one job run for each job of a stack split over ``mesh``'s job axis: each device computes its
+    own jobs one by one with ``fn``'s own computation (:func:`nst_jax.transfer.each_job`), so a batch job gets
+    its single run's floats; nothing moves between devices. Arguments with ``in_axes`` None are replicated."""
+    specs = tuple(P(JOB_AXIS) if axis == 0 else P() for axis in in_axes)
+    per_device = jax.shard_map(transfer.each_job(fn, in_axes), mesh=mesh, in_specs=specs, out_specs=P(JOB_AXIS),
+                               check_vma=False)
+    return jax.jit(per_device, donate_argnums=donate)
+
+
+@functools.lru_cache(maxsize=64)
+def _batched(name: str, problem: transfer.Problem, mesh: Mesh, settings: transfer.StepSettings | None = None,
+             length: int = 0) -> Callable[..., Any]:
+    """The compiled per-device function ``name`` of a batch (cached per problem, settings and mesh)."""
+    if name == "chunk":
+        return _on_devices(functools.partial(chunk_report, problem, settings, length), (0, None, 0, 0, None), mesh,
+                           (0,))
+    fn, axes = {
+        "targets": (transfer.targets, (None, 0, 0)),
+        "norms": (transfer.gradient_norms, (None, 0, None, None, None)),
+        "energy": (_energy_at, (None, 0, 0, 0, None, 0)),
+    }[name]
+    return _on_devices(functools.partial(fn, problem), axes, mesh)
 
 
 class Keys(NamedTuple):
@@ -123,7 +164,7 @@ def denoise(rgb: np.ndarray, weight: float) -> np.ndarray:
 
 class Tracker:
     """One job's bookkeeping between chunks: the loss history every ``log_every`` steps, the steps done, the
-    last image whose energy was finite, and the first non-finite step."""
+    last image whose energy was finite, the energy terms at it (``current``) and the first non-finite step."""
 
     def __init__(self, names: Sequence[str], log_every: int, x0: np.ndarray, step: int = 0,
                  history: dict[str, list[float]] | None = None):
@@ -132,10 +173,13 @@ class Tracker:
         self.history = history or {"step": [], **{n: [] for n in self.names}}
         self.step = step
         self.last_finite = x0
+        self.current: dict[str, float] = {}
         self.nonfinite: tuple[int, dict[str, float]] | None = None
 
-    def absorb(self, terms: dict[str, np.ndarray], new_step: int, x: np.ndarray) -> None:
-        """Takes one chunk's loss terms ({name: (length,)}, from the step before) and the state after it."""
+    def absorb(self, terms: dict[str, np.ndarray], new_step: int, x: np.ndarray,
+               now: dict[str, float] | None = None) -> None:
+        """Takes one chunk's loss terms ({name: (length,)}, from the step before), the state after it and the
+        terms at that state (``now``)."""
         for i in range(new_step - self.step):
             t = self.step + i
             row = {n: float(terms[n][i]) for n in self.names}
@@ -143,22 +187,29 @@ class Tracker:
                 self.nonfinite = (t, row)
                 return
             if t % self.log_every == 0:
-                self.history["step"].append(t)
-                for n in self.names:
-                    self.history[n].append(row[n])
+                self.log(t, row)
         if not np.all(np.isfinite(x)):
             self.nonfinite = (new_step, {})
             return
         self.last_finite = x
         self.step = new_step
+        self.current = dict(now or {})
+
+    def log(self, step: int, row: dict[str, float]) -> None:
+        """Adds ``row`` at ``step`` to the history (once per step)."""
+        if self.history["step"] and self.history["step"][-1] >= step:
+            return
+        self.history["step"].append(step)
+        for n in self.names:
+            self.history[n].append(row[n])
 
     def live(self, steps: int, stopped: bool) -> bool:
         """Whether the job has steps left to run."""
         return self.nonfinite is None and self.step < steps and not stopped
 
     def latest(self) -> dict[str, float]:
-        """The last logged loss terms (empty before the first)."""
-        return {n: self.history[n][-1] for n in self.names} if self.history["step"] else {}
+        """The energy terms at the current step (empty before the first chunk)."""
+        return dict(self.current)
 
 
 @dataclasses.dataclass
@@ -182,18 +233,21 @@ class JobInputs:
 
 @dataclasses.dataclass
 class Resumed:
-    """A single run's state read back from a checkpoint (:mod:`nst_jax.checkpoint`)."""
+    """A single run's state read back from a checkpoint (:mod:`nst_jax.checkpoint`); ``run_s``: seconds of
+    steps the processes before this one spent."""
 
     state: transfer.LoopState
     loop_key: jax.Array
     factors: list[float]
     history: dict[str, list[float]]
+    run_s: float = 0.0
 
 
 @dataclasses.dataclass
 class Chunk:
     """What the ``after_chunk`` hook sees after each chunk: the state, each job's tracker, the loop key, the
-    balance factors and the seconds since the loop started."""
+    balance factors, the seconds since the loop started in this process, the step it started from and the
+    seconds of steps before this process (a resumed run)."""
 
     state: transfer.LoopState
     trackers: list[Tracker]
@@ -201,15 +255,54 @@ class Chunk:
     factors: list[list[float]]
     elapsed_s: float
     start_step: int
+    before_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What a progress display is given after each chunk of a run.
+
+    Attributes:
+      step, steps: steps done and the run's (this scale's) step count.
+      losses: the energy terms at ``step``'s image ({"total", "content", "style", "tv", ...}).
+      rate: steps per second in this process.
+      start_step: the step this process started from (a resumed run's checkpoint; else 0).
+      scale, scales: which size of a coarse-to-fine run (0-based) of how many; size: its (H, W).
+      label: what runs, for a display to name it (e.g. ``"scale 1/2, 64x34"``; empty for a plain run).
+    """
+
+    step: int
+    steps: int
+    losses: dict[str, float]
+    rate: float
+    start_step: int = 0
+    scale: int = 0
+    scales: int = 1
+    size: tuple[int, int] = (0, 0)
+    label: str = ""
+
+    @property
+    def eta_s(self) -> float:
+        """Seconds left at the current rate (inf before the first chunk)."""
+        return (self.steps - self.step) / self.rate if self.rate > 0 else float("inf")
 
 
 @dataclasses.dataclass
 class Placement:
-    """Where arrays go: ``stacked`` for those with a job axis (sharded over devices in batch mode),
-    ``replicated`` for the shared ones (parameters, keys). Default: the default device."""
+    """Where a batch's arrays go: the job axis is split over ``mesh``'s ``"jobs"`` axis (default: the default
+    device alone), the shared arrays (parameters, keys) are replicated."""
 
-    stacked: Callable[[Any], Any] = jax.device_put
-    replicated: Callable[[Any], Any] = jax.device_put
+    mesh: Mesh | None = None
+
+    def __post_init__(self) -> None:
+        if self.mesh is None:
+            self.mesh = Mesh(np.asarray(jax.devices()[:1]), (JOB_AXIS,))
+
+    def stacked(self, tree: Any) -> Any:
+        return jax.device_put(tree, NamedSharding(self.mesh, P(JOB_AXIS)))
+
+    def replicated(self, tree: Any) -> Any:
+        return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
 
 def run(
@@ -224,31 +317,39 @@ def run(
     resume: Callable[[transfer.LoopState], Resumed] | None = None,
     after_chunk: Callable[[Chunk], bool] | None = None,
 ) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    """Runs ``jobs`` (one, or a stack with ``batched``) to the end and returns (RGB result, run record) each.
+    """Runs ``jobs`` (one, or several with ``batched``) to the end and returns (RGB result, run record) each.
 
-    All jobs share ``problem``, ``settings``, the config's seed and balance mode, and their image shapes.
-    ``after_chunk`` is called after every chunk while a job has steps left; returning True stops the loop (a
-    job with steps left is then ``interrupted``). ``resume`` continues a single run from a checkpoint: it is
-    given the fresh initial state (the template of what the checkpoint holds) and returns what it read.
+    All jobs share ``problem``, ``settings``, the config's seed and balance mode, and their image shapes. A
+    single run is a batch of one: every run stacks its jobs on a job axis split over ``placement``'s mesh, and
+    each device computes its jobs one after another with one job's functions (:func:`_on_devices`), so a job
+    of a batch and its single run run the same compiled computation: equal bit for bit on the same device type.
+    ``after_chunk`` is called after every chunk while a job has steps left (with a single run's state without
+    the job axis); returning True stops the loop (a job with steps left is then ``interrupted``). ``resume``
+    continues a single run from a checkpoint: it is given the fresh initial state (the template of what the
+    checkpoint holds) and returns what it read.
     """
     if not batched and len(jobs) != 1:
         raise ValueError(f"a run that is not batched takes one job, got {len(jobs)}")
+    if batched and resume is not None:
+        raise ValueError("only a single run resumes from a checkpoint")
     started = time.time()
-    s = _setup(problem, settings, jobs, weights, batched, placement or Placement(), resume)
+    place = placement or Placement()
+    s = _setup(problem, settings, jobs, weights, place, resume)
     t0 = time.time()
-    compiled = (_CHUNK_BATCHED if batched else _CHUNK).lower(
-        problem, settings, length, s.state, s.params, s.tgt, s.scales, s.loop_key).compile()
+    compiled = _batched("chunk", problem, place.mesh, settings, length).lower(
+        s.state, s.params, s.tgt, s.scales, s.loop_key).compile()
     compile_s = time.time() - t0
 
     start_step = 0 if s.resumed is None else int(s.resumed.state.step)
+    before_s = 0.0 if s.resumed is None else s.resumed.run_s
     names = ["total", *transfer.term_names(problem)]
     x0_host = np.asarray(s.state.x)
-    trackers = [Tracker(names, jobs[0].config.log_every, x0_host[j] if batched else x0_host, start_step,
+    trackers = [Tracker(names, jobs[0].config.log_every, x0_host[j], start_step,
                         None if s.resumed is None else s.resumed.history) for j in range(len(jobs))]
     run_t0 = time.time()
-    interrupted, stopped = _loop(compiled, s, trackers, settings.steps, batched, start_step, after_chunk)
+    interrupted, stopped = _loop(compiled, s, trackers, settings.steps, batched, start_step, before_s, after_chunk)
     run_s = time.time() - run_t0
-    finals = [None] * len(jobs) if interrupted else _final_losses(problem, s, trackers, batched)
+    finals = [None] * len(jobs) if interrupted else _final_losses(problem, s, trackers)
 
     out = []
     for j, (job, tracker) in enumerate(zip(jobs, trackers, strict=True)):
@@ -260,11 +361,14 @@ def run(
             status = "stopped_early"
         else:
             status = "done"
+        final = None if status in ("nonfinite", "interrupted") else finals[j]
+        if final is not None:
+            tracker.log(tracker.step, final)  # the history ends at the final step
         record = run_record(
-            job, problem, weights, s.factors[j], s.base, tracker, status,
-            final=None if status in ("nonfinite", "interrupted") else finals[j],
+            job, problem, weights, s.factors[j], s.base, tracker, status, final=final,
             resumed_from=None if s.resumed is None else start_step,
-            times={"setup_s": s.setup_s, "compile_s": compile_s, "run_s": run_s, "scale_s": time.time() - started},
+            times={"setup_s": s.setup_s, "compile_s": compile_s, "run_s": run_s, "run_s_before": before_s,
+                   "scale_s": time.time() - started},
         )
         out.append((denoise(to_rgb(tracker.last_finite, weights.source), job.config.sgd.denoise), record))
     return out
@@ -272,7 +376,7 @@ def run(
 
 @dataclasses.dataclass
 class _Setup:
-    """A run's arrays before its first step (stacked on a job axis when batched)."""
+    """A run's arrays before its first step, stacked on the job axis."""
 
     params: Any
     tgt: Any
@@ -287,7 +391,7 @@ class _Setup:
 
 
 def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Sequence[JobInputs],
-           weights: weights_lib.Weights, batched: bool, place: Placement,
+           weights: weights_lib.Weights, place: Placement,
            resume: Callable[[transfer.LoopState], Resumed] | None) -> _Setup:
     """Keys, images, targets, the paper's constants, balance factors, multipliers and the initial state."""
     cfg, source = jobs[0].config, weights.source
@@ -297,94 +401,79 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
     styles = [[image.preprocess(jnp.asarray(j.styles[i]), source) for j in jobs] for i in range(len(jobs[0].styles))]
     x0s = [initial_image(cfg.init, j.content, k.init, source) if j.init_rgb is None
            else image.preprocess(jnp.asarray(j.init_rgb), source) for j in jobs]
-    fresh = None if batched else transfer.init_state(problem, settings, x0s[0])
-    resumed = None if resume is None else resume(fresh)
+    resumed = None if resume is None else resume(transfer.init_state(problem, settings, x0s[0]))
     loop_key = k.loop if resumed is None else resumed.loop_key
-    if batched:
-        loop_key, balance_key = place.replicated((loop_key, k.balance))
-        c, st, x0 = (place.stacked(np.stack(contents)), [place.stacked(np.stack(s)) for s in styles],
-                     place.stacked(np.stack(x0s)))
-    else:
-        balance_key, c, st, x0 = k.balance, contents[0], [s[0] for s in styles], x0s[0]
+    loop_key, balance_key = place.replicated((loop_key, k.balance))
+    c, st = place.stacked(np.stack(contents)), [place.stacked(np.stack(s)) for s in styles]
 
     t0 = time.time()
-    tgt = (_TARGETS_BATCHED if batched else _TARGETS)(problem, params, c, st)
-    base = transfer.paper_scales(problem, params, x0s[0])
+    tgt = _batched("targets", problem, place.mesh)(params, c, st)
+    base = transfer.paper_scales(problem, weights.params, x0s[0])
     if resumed is not None:
         factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy
     elif cfg.balance == "auto":
         x_ref = image.preprocess(jax.random.uniform(k.ref, jobs[0].content.shape, jnp.float32), source)
         base_arrays = {key: jnp.float32(v) for key, v in base.items()}
-        if batched:
-            norms = _NORMS_BATCHED(problem, params, tgt, base_arrays, place.replicated(x_ref), balance_key)
-            factors = [transfer.balance_factors(row) for row in np.asarray(norms)]
-        else:
-            factors = [transfer.balance_factors(_NORMS(problem, params, tgt, base_arrays, x_ref, balance_key))]
+        norms = _batched("norms", problem, place.mesh)(params, tgt, place.replicated(base_arrays),
+                                                       place.replicated(x_ref), balance_key)
+        factors = [transfer.balance_factors(row) for row in np.asarray(norms)]
     else:
         factors = [[1.0] * len(problem.terms) for _ in jobs]
-    scales = multipliers(cfg.content_weight, cfg_lib.style_weight(cfg), factors, base)
-    scales = place.stacked(scales) if batched else jax.tree.map(lambda a: a[0], scales)
+    scales = place.stacked(multipliers(cfg.content_weight, cfg_lib.style_weight(cfg), factors, base))
     setup_s = time.time() - t0
 
     if resumed is not None:
-        state = jax.tree.map(jnp.asarray, resumed.state)
-    elif batched:
-        state = place.stacked(jax.vmap(lambda x: transfer.init_state(problem, settings, jnp.copy(x)))(x0))
+        state = place.stacked(jax.tree.map(lambda a: np.asarray(a)[None], resumed.state))
     else:
-        state = fresh
+        state = place.stacked(jax.vmap(lambda x: transfer.init_state(problem, settings, jnp.copy(x)))(
+            np.stack(x0s)))
     return _Setup(params, tgt, base, factors, scales, state, loop_key, place, resumed, setup_s)
 
 
 def _loop(compiled: Any, s: _Setup, trackers: list[Tracker], steps: int, batched: bool, start_step: int,
-          after_chunk: Callable[[Chunk], bool] | None) -> tuple[bool, np.ndarray]:
+          before_s: float, after_chunk: Callable[[Chunk], bool] | None) -> tuple[bool, np.ndarray]:
     """Runs chunks while a job has steps left; updates ``s.state`` and the trackers. Returns (whether
     ``after_chunk`` stopped it with steps left, each job's early-stop flag)."""
 
-    def stopped_flags() -> np.ndarray:
-        flag = np.asarray(s.state.stopped)
-        return flag if batched else flag[None]
-
     def any_live() -> bool:
-        return any(t.live(steps, bool(f)) for t, f in zip(trackers, stopped_flags(), strict=True))
+        return any(t.live(steps, bool(f)) for t, f in zip(trackers, np.asarray(s.state.stopped), strict=True))
 
     run_t0 = time.time()
     while any_live():
-        s.state, terms = compiled(s.state, s.params, s.tgt, s.scales, s.loop_key)
-        terms = jax.device_get(terms)
-        x_host, host_steps = np.asarray(s.state.x), np.asarray(s.state.step)
-        if not batched:
-            x_host, host_steps, terms = x_host[None], host_steps[None], {n: v[None] for n, v in terms.items()}
+        s.state, terms, now = compiled(s.state, s.params, s.tgt, s.scales, s.loop_key)
+        terms, now, x_host, host_steps = jax.device_get((terms, now, s.state.x, s.state.step))
         for j, tracker in enumerate(trackers):
             if tracker.nonfinite is None:
-                tracker.absorb({n: v[j] for n, v in terms.items()}, int(host_steps[j]), x_host[j])
-        if after_chunk is not None and any(t.nonfinite is None for t in trackers) and after_chunk(
-                Chunk(s.state, trackers, s.loop_key, s.factors, time.time() - run_t0, start_step)):
-            return any_live(), stopped_flags()
-    return False, stopped_flags()
+                tracker.absorb({n: v[j] for n, v in terms.items()}, int(host_steps[j]), x_host[j],
+                               {n: float(v[j]) for n, v in now.items()})
+        if after_chunk is not None and any(t.nonfinite is None for t in trackers):
+            state = s.state if batched else jax.tree.map(lambda a: a[0], s.state)
+            if after_chunk(Chunk(state, trackers, s.loop_key, s.factors, time.time() - run_t0, start_step, before_s)):
+                return any_live(), np.asarray(s.state.stopped)
+    return False, np.asarray(s.state.stopped)
 
 
-def _final_losses(problem: transfer.Problem, s: _Setup, trackers: list[Tracker], batched: bool
-                  ) -> list[dict[str, float] | None]:
-    """Each job's energy terms at its last finite image, with that step's key (None where non-finite)."""
-    if batched:
-        x_final = s.place.stacked(np.stack([t.last_finite for t in trackers]))
-        steps = s.place.stacked(np.asarray([t.step for t in trackers], np.int32))
-        value, final = jax.device_get(_ENERGY_BATCHED(problem, s.params, s.tgt, s.scales, x_final, s.loop_key, steps))
-        return [{"total": float(value[j]), **{n: float(v[j]) for n, v in final.items()}}
-                for j in range(len(trackers))]
-    tracker = trackers[0]
-    if tracker.nonfinite is not None:
-        return [None]
-    value, final = _ENERGY(problem, s.params, s.tgt, s.scales, jnp.asarray(tracker.last_finite),
-                           jax.random.fold_in(s.loop_key, tracker.step))
-    return [{"total": float(value), **{n: float(v) for n, v in final.items()}}]
+def _final_losses(problem: transfer.Problem, s: _Setup, trackers: list[Tracker]) -> list[dict[str, float] | None]:
+    """Each job's energy terms at its last finite image, with that step's key (None where non-finite): the
+    last chunk's report, or computed here when no chunk ran (a run resumed at its end)."""
+    if all(t.current or t.nonfinite is not None for t in trackers):
+        return [None if t.nonfinite is not None else dict(t.current) for t in trackers]
+    x_final = s.place.stacked(np.stack([t.last_finite for t in trackers]))
+    steps = s.place.stacked(np.asarray([t.step for t in trackers], np.int32))
+    value, final = jax.device_get(_batched("energy", problem, s.place.mesh)(
+        s.params, s.tgt, s.scales, x_final, s.loop_key, steps))
+    out: list[dict[str, float] | None] = []
+    for j, t in enumerate(trackers):
+        out.append(None if t.nonfinite is not None
+                   else {"total": float(value[j]), **{n: float(v[j]) for n, v in final.items()}})
+    return out
 
 
 def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.Weights, factors: Sequence[float],
                base: dict[tuple[int, str], float], tracker: Tracker, status: str, *,
                final: dict[str, float] | None, resumed_from: int | None, times: dict[str, float]) -> dict[str, Any]:
     """The JSON-serialisable record of one job (``out.json``)."""
-    step, run_s = tracker.step, times["run_s"]
+    step, run_s, start = tracker.step, times["run_s"], resumed_from or 0
     record = {
         "nst_jax": nst_jax.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -402,9 +491,11 @@ def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.W
         "status": status,
         "steps_run": step,
         "resumed_from": resumed_from,
+        "steps_this_process": step - start,
         "stopped_early": status == "stopped_early",
         **times,
-        "iterations_per_s": step / run_s if run_s > 0 else None,
+        "run_s_whole": times.get("run_s_before", 0.0) + run_s,
+        "iterations_per_s": (step - start) / run_s if run_s > 0 else None,
         "losses": tracker.history,
         "final_losses": final,
     }

@@ -95,7 +95,7 @@ def colour_inputs(mode: str, content_rgb: np.ndarray, style_rgbs: list[np.ndarra
     return content_rgb, style_rgbs
 
 
-ProgressFn = Callable[[int, int, dict[str, float], float], None]
+ProgressFn = Callable[[job.Progress], None]
 SnapshotFn = Callable[[int, np.ndarray], None]
 
 
@@ -105,7 +105,7 @@ def stylize(
     config: Any,
     *,
     weights: weights_lib.Weights | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | bool | None = None,
     snapshot: SnapshotFn | None = None,
     checkpoint_path: str | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -118,7 +118,9 @@ def stylize(
       style: likewise, or several (a list, or comma-separated paths) blended with ``config.style_blend``.
       config: a ``ConfigDict`` as in ``configs/default.py``.
       weights: loaded VGG-19 weights; default: ``config.weights`` or the cached file.
-      progress: called between chunks with (step, steps, latest loss terms, iterations per second).
+      progress: called after every chunk with a :class:`nst_jax.job.Progress` (the step, the loss terms at
+        it, the rate, the scale); ``True``: a progress bar on stderr (:class:`nst_jax.report.ProgressBar`);
+        ``None``/``False``: silent.
       snapshot: called with (step, RGB image) every ``config.save_every`` steps (of the last scale).
       checkpoint_path: where to write a checkpoint every ``config.checkpoint_every`` steps and on
         interruption (and read it from with ``config.resume``); ``None``: no checkpoints.
@@ -137,7 +139,13 @@ def stylize(
         ``.image`` and the partial record in ``.record``.
     """
     cfg_lib.check(config)
+    config = cfg_lib.with_default_steps(config)
     started = time.time()
+    if progress is True:
+        from nst_jax import report  # the display, only for callers that ask for it
+
+        progress = report.ProgressBar()
+    progress = progress or None
     if weights is None:
         weights = weights_lib.load(weights_lib.resolve(config.weights or None, config.source))
     size, size_note = cfg_lib.default_size(config)
@@ -160,7 +168,8 @@ def stylize(
         inputs = job.JobInputs(config, run_content, run_styles, content_desc, [d for _, d in styles_full], init_rgb)
         try:
             result, record = _run_scale(
-                inputs, config, weights, blend, scale=k, progress=progress, snapshot=snapshot if last else None,
+                inputs, config, weights, blend, scale=k, scales=len(sizes), progress=progress,
+                snapshot=snapshot if last else None,
                 # On resume, the scales before the checkpoint's are replayed (deterministically) without
                 # touching it; the checkpoint's own scale continues from it.
                 checkpoint_path=checkpoint_path if resume_scale is None or k >= resume_scale else None,
@@ -169,9 +178,9 @@ def stylize(
         except (NonFiniteLoss, Interrupted) as e:
             e.image = _finish_colour(config, e.image, content_full, size)
             raise
-        per_scale.append({"size": list(content_rgb.shape[:2]), "steps_run": record["steps_run"],
-                          "compile_s": record["compile_s"], "run_s": record["run_s"],
-                          "final_losses": record["final_losses"]})
+        per_scale.append({"size": list(content_rgb.shape[:2]),
+                          **{k: record[k] for k in ("steps_run", "steps_this_process", "resumed_from", "compile_s",
+                                                    "run_s", "run_s_whole", "final_losses", "losses")}})
     result = _finish_colour(config, result, content_full, size)
     record.update(
         size_note=size_note, scales=per_scale, total_s=time.time() - started,
@@ -196,6 +205,7 @@ def _run_scale(
     blend: tuple[float, ...],
     *,
     scale: int,
+    scales: int,
     progress: ProgressFn | None,
     snapshot: SnapshotFn | None,
     checkpoint_path: str | None,
@@ -218,15 +228,18 @@ def _run_scale(
     )
 
     def resume_from(template: transfer.LoopState) -> job.Resumed:
-        state, key_data, factors, history = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp)
-        return job.Resumed(transfer.LoopState(*state), jax.random.wrap_key_data(jnp.asarray(key_data)), factors,
-                           history)
+        saved = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp)
+        return job.Resumed(transfer.LoopState(*saved.carry), jax.random.wrap_key_data(jnp.asarray(saved.key)),
+                           saved.factors, saved.history, saved.run_s)
 
     def after_chunk(c: job.Chunk) -> bool:
         tracker, state, steps = c.trackers[0], c.state, int(config.steps)
         step, stopped = tracker.step, bool(state.stopped)
         if progress is not None:
-            progress(step, steps, tracker.latest(), (step - c.start_step) / max(c.elapsed_s, 1e-9))
+            hw = tuple(content_rgb.shape[:2])
+            progress(job.Progress(step, steps, tracker.latest(), (step - c.start_step) / max(c.elapsed_s, 1e-9),
+                                  c.start_step, scale, scales, hw,
+                                  f"scale {scale + 1}/{scales}, {hw[1]}x{hw[0]}" if scales > 1 else ""))
         if snapshot is not None and config.save_every and step % config.save_every == 0 and step < steps:
             snapshot(step, job.to_rgb(tracker.last_finite, weights.source))
         stop_now = should_stop is not None and should_stop()
@@ -234,7 +247,7 @@ def _run_scale(
             stop_now or (config.checkpoint_every and step % config.checkpoint_every == 0)
         ):
             checkpoint.save(checkpoint_path, carry=state, key=c.loop_key, fingerprint=fp, factors=c.factors[0],
-                            history=tracker.history, scale=scale)
+                            history=tracker.history, scale=scale, run_s=c.before_s + c.elapsed_s)
         return stop_now
 
     ((result, record),) = job.run(problem, settings, length, [job_inputs], weights,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -333,33 +333,64 @@ def term_names(problem: Problem) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A stack of jobs: the same functions vmapped over a leading job axis (batch mode). Parameters and the random
-# key are shared; each job has its own images, targets and multipliers.
+# A stack of jobs (batch mode): each job computed on its own, one after another, never vmapped. Stacking jobs
+# into one computation (vmap) changes the order of the float operations (batched convolutions and reductions),
+# and Adam amplifies the last-bit differences into visible ones over a few dozen steps; computing each job with
+# the single run's own function keeps a batch job equal to its single run bit for bit.
+
+
+def each_job(fn: Callable[..., Any], in_axes: Sequence[int | None], unroll: bool | None = None
+             ) -> Callable[..., Any]:
+    """``fn`` applied to each job of a stack in turn: arguments with ``in_axes`` 0 have a leading job axis,
+    those with ``None`` are shared; every output gets the job axis.
+
+    Unlike ``jax.vmap(fn, in_axes)``, each job runs ``fn``'s own computation (a stack of one is ``fn`` itself),
+    so its floats are those of the unstacked call. ``unroll``: the jobs as straight-line code (``True``; the
+    default on CPU, where XLA runs a loop body's convolutions slowly) or a ``lax.map`` (one copy of ``fn``
+    whatever the stack's size).
+    """
+    if unroll is None:
+        unroll = jax.default_backend() == "cpu"
+
+    def mapped(*args: Any) -> Any:
+        stacked = [a for a, axis in zip(args, in_axes, strict=True) if axis == 0]
+        n = jax.tree.leaves(stacked)[0].shape[0]
+
+        def one(job_args: Sequence[Any]) -> Any:
+            it = iter(job_args)
+            return fn(*[next(it) if axis == 0 else a for a, axis in zip(args, in_axes, strict=True)])
+
+        if n == 1 or unroll:
+            outs = [one(jax.tree.map(lambda a, j=j: a[j], stacked)) for j in range(n)]
+            return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
+        return jax.lax.map(one, stacked)
+
+    return mapped
 
 
 def targets_batched(problem: Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array]
                     ) -> dict[str, Any]:
-    """:func:`targets` of stacked contents (J, H, W, 3) and styles (J, H', W', 3)."""
-    return jax.vmap(functools.partial(targets, problem), in_axes=(None, 0, 0))(params, content, styles)
+    """:func:`targets` of stacked contents (J, H, W, 3) and styles (J, H', W', 3), job by job."""
+    return each_job(functools.partial(targets, problem), (None, 0, 0))(params, content, styles)
 
 
 def gradient_norms_batched(problem: Problem, params: Any, tgt: Mapping[str, Any],
                            base: Mapping[tuple[int, str], Any], x_ref: jax.Array, key: jax.Array) -> jax.Array:
     """:func:`gradient_norms` per job of stacked targets, at one shared reference image: (J, 1 + terms)."""
-    return jax.vmap(functools.partial(gradient_norms, problem), in_axes=(None, 0, None, None, None))(
+    return each_job(functools.partial(gradient_norms, problem), (None, 0, None, None, None))(
         params, tgt, base, x_ref, key)
 
 
 def energy_batched(problem: Problem, params: Any, tgt: Mapping[str, Any], scales: Mapping[str, Any],
                    x: jax.Array, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """:func:`energy` per job at its own step's key ``fold_in(key, step[j])``."""
-    return jax.vmap(lambda t, s, y, n: energy(problem, params, t, s, y, jax.random.fold_in(key, n)))(
-        tgt, scales, x, step)
+    return each_job(lambda t, s, y, n: energy(problem, params, t, s, y, jax.random.fold_in(key, n)),
+                    (0, 0, 0, 0))(tgt, scales, x, step)
 
 
 def chunk_batched(problem: Problem, settings: StepSettings, length: int, state: LoopState, params: Any,
                   tgt: Mapping[str, Any], scales: Mapping[str, Any], base_key: jax.Array) -> Any:
-    """:func:`chunk` of stacked states, targets and multipliers (one shared key: every job is a single run
-    with the same seed)."""
-    return jax.vmap(functools.partial(chunk, problem, settings, length), in_axes=(0, None, 0, 0, None))(
+    """:func:`chunk` of stacked states, targets and multipliers, job by job (one shared key: every job is a
+    single run with the same seed)."""
+    return each_job(functools.partial(chunk, problem, settings, length), (0, None, 0, 0, None))(
         state, params, tgt, scales, base_key)

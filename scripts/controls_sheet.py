@@ -13,7 +13,7 @@ import os
 import sys
 
 from configs import default
-from nst_jax import cli, image, runner, sheet
+from nst_jax import cli, image, report, runner, sheet
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
 
@@ -45,7 +45,7 @@ def main() -> int:
             for k, v in fields.items():
                 config[k] = v
             print(f"== {label}", file=sys.stderr, flush=True)
-            result, record = runner.stylize(args.content, style, config, weights=weights, progress=cli.ProgressBar())
+            result, record = runner.stylize(args.content, style, config, weights=weights, progress=report.ProgressBar())
             final = record["final_losses"]
             tiles.append((result, f"{label}  {record['run_s']:.0f} s\nstyle {final['style']:.3g} "
                                   f"content {final['content']:.3g}"))

@@ -127,11 +127,14 @@ def test_equal_configs_share_one_compiled_step_and_any_setting_change_recompiles
 
     loaded = weights.load(random_weights)
     executables = []
-    real = job._CHUNK
+    real = job._batched
 
     class Spy:  # records the executable each run compiles
+        def __init__(self, compiled):
+            self.compiled = compiled
+
         def lower(self, *args, **kwargs):
-            lowered = real.lower(*args, **kwargs)
+            lowered = self.compiled.lower(*args, **kwargs)
 
             class Lowered:
                 def compile(self):
@@ -140,7 +143,11 @@ def test_equal_configs_share_one_compiled_step_and_any_setting_change_recompiles
                     return compiled
             return Lowered()
 
-    monkeypatch.setattr(job, "_CHUNK", Spy())
+        def __call__(self, *args, **kwargs):
+            return self.compiled(*args, **kwargs)
+
+    monkeypatch.setattr(job, "_batched", lambda name, *args: Spy(real(name, *args)) if name == "chunk"
+                        else real(name, *args))
     fields = {"kernel": "gram", "size": 16, "steps": 2, "chunk": 2, "style_layers": "relu1_1", "layer_weights": "1",
               "content_layers": "relu1_1", "balance": "none"}
     rgb = np.asarray(demo.content_image(16), np.float32)

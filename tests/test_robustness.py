@@ -31,7 +31,7 @@ from flax import serialization
 from PIL import Image
 
 from configs import test as test_config
-from nst_jax import checkpoint, image, job, optimizers, runner, transfer, vgg, weights
+from nst_jax import checkpoint, image, job, optimizers, runner, vgg, weights
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "test.py")
 MAIN, CONVERTER = "nst_jax.main", "weights_converter"
@@ -513,8 +513,8 @@ def test_non_finite_midway_keeps_the_image_of_the_last_finite_step(random_weight
 
     monkeypatch.setattr(optimizers, "make", poisoned)
     # A jit of its own: the poisoned step is compiled here and dropped after, so no other run can reuse it.
-    monkeypatch.setattr(job, "_CHUNK", jax.jit(lambda *args: transfer.chunk(*args), static_argnums=(0, 1, 2),
-                                               donate_argnums=3))
+    uncached = job._batched.__wrapped__
+    monkeypatch.setattr(job, "_batched", lambda *args: uncached(*args))
     with pytest.raises(runner.NonFiniteLoss, match="non-finite at step 5") as e:
         runner.stylize(content, style, config, weights=loaded)
     assert e.value.record["steps_run"] == 4

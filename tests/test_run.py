@@ -14,7 +14,7 @@ from configs import test as test_config
 from nst_jax import cli, runner, weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ["gram", "linear", "poly", "gaussian", "bn", "linear,gaussian", "swd", "w2", "coral", "mkmmd", "w2,swd"]
+METHODS = ["gram", "linear", "poly", "gaussian", "bn", "linear+gaussian", "swd", "w2", "coral", "mkmmd", "w2,swd"]
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +34,23 @@ def make_config(random_weights, tmp_path, **overrides):
 @pytest.mark.parametrize("kernel", METHODS)
 def test_every_method_lowers_the_energy_and_writes_outputs(kernel, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel=kernel, steps=8)
-    if "," in kernel:
+    names = kernel.replace(",", "+").split("+")  # "+" spells a fusion; "," is read the same way
+    if len(names) > 1:
         config.kernel_weights = "0.5,0.5"
     assert cli.run_one(config) == 0
     assert os.path.isfile(tmp_path / "out.png")
     record = json.loads((tmp_path / "out.json").read_text())
     total = record["losses"]["total"]
-    assert record["losses"]["step"][0] == 0 and len(total) == 8
+    # Every step logged (log_every 1), then the final step's energy: the history ends where the run ends.
+    assert record["losses"]["step"] == list(range(9)) and total[-1] == record["final_losses"]["total"]
     assert record["final_losses"]["total"] < total[0]
-    assert [t["method"] for t in record["terms"]] == kernel.split(",")
-    assert set(record["balance"]["factors"]) == set(kernel.split(","))
+    assert [t["method"] for t in record["terms"]] == names
+    assert set(record["balance"]["factors"]) == set(names)
     assert record["weights"]["source"] == "torchvision" and len(record["weights"]["sha256"]) == 64
     assert record["compile_s"] > 0 and record["run_s"] > 0 and record["steps_run"] == 8
     assert record["config"]["kernel"] == kernel
-    if "," in kernel:
-        assert all(f"style:{m}" in record["losses"] for m in kernel.split(","))
+    if len(names) > 1:
+        assert all(f"style:{m}" in record["losses"] for m in names)
     assert not os.path.exists(tmp_path / "out.ckpt")  # removed once the run is complete
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
@@ -78,7 +80,7 @@ def test_sgd_paper_early_stop(loaded, random_weights, tmp_path):
     config.sgd.stop_tol = 1.0
     _, record = runner.stylize(None, None, config, weights=loaded)
     assert record["stopped_early"] and record["status"] == "stopped_early" and record["steps_run"] == 1
-    assert len(record["losses"]["total"]) == 1
+    assert record["losses"]["step"] == [0, 1]  # the step it ran, then the energy it stopped at
 
 
 def test_image_stays_in_range_with_a_large_step(loaded, random_weights, tmp_path):
@@ -150,7 +152,7 @@ def run_cli(*args, env_extra=None):
 def test_cli_end_to_end(random_weights, tmp_path):
     out = tmp_path / "sub" / "cli.png"
     proc = run_cli(f"--config={REPO}/configs/test.py", f"--weights={random_weights}", f"--output={out}",
-                   "--kernel=linear,bn", "--kernel_weights=0.3,0.7", "--steps=4", "--save_every=2", "--seed=3")
+                   "--kernel=linear+bn", "--kernel_weights=0.3,0.7", "--steps=4", "--save_every=2", "--seed=3")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["config"]["seed"] == 3 and record["config"]["kernel_weights"] == "0.3,0.7"
@@ -163,7 +165,7 @@ def test_cli_end_to_end(random_weights, tmp_path):
     "args, message",
     [
         (["--kernel=sobel"], "unknown method 'sobel'"),
-        (["--kernel=linear,gaussian", "--kernel_weights=0.5"], "1 weight(s) for 2 method(s)"),
+        (["--kernel=linear+gaussian", "--kernel_weights=0.5"], "1 weight(s) for 2 method(s)"),
         (["--kernel=gram", "--kernel_weights=nan"], "finite and non-negative"),
         (["--steps=-1"], "--steps=-1"),
         (["--size=0"], "--size=0"),
@@ -212,5 +214,28 @@ def test_help_exits_0_and_lists_every_flag_with_its_default(program, extra):
                                                                                "weights", "seed"]
     for name in [*names, *extra]:
         assert f"--{name}:" in text or f"--[no]{name}:" in text, name
-    assert "--steps: " in text and "[configs/default.py: 500]" in text
+    assert "--steps: " in text and "[configs/default.py: 500 on a GPU/TPU, 200 on a CPU]" in text
     assert "[configs/default.py: 512 on a GPU/TPU, 256 on a CPU]" in text
+
+
+def flags_in_help(program: str) -> set[str]:
+    import re
+
+    proc = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    return set(re.findall(r"--(?:\[no\])?([a-z_]+):", proc.stdout + proc.stderr))
+
+
+def flags_in_readme_table(heading: str) -> set[str]:
+    """The flags named in the first column of the README table that follows ``heading``."""
+    import re
+
+    text = open(os.path.join(REPO, "README.md")).read()
+    rows = text[text.index(heading):].split("\n\n")[1].splitlines()
+    return {name for row in rows[2:] for name in re.findall(r"`--(?:\[no\])?([a-z_]+)`", row.split("|")[1])}
+
+
+@pytest.mark.parametrize("program", ["nst_jax.main", "nst_jax.compare"])
+def test_readme_tables_list_every_flag(program):
+    readme = flags_in_readme_table(f"Flags of `python -m {program}`")
+    assert readme == flags_in_help(program), program

@@ -5,7 +5,9 @@
 
 Run by tests/test_batch.py in a subprocess (the device count is fixed when JAX starts). Prints one JSON line:
 the device count and, for 8 jobs and for 5 jobs (one round padded to 8), the jobs written, each job's largest
-difference from its single run in 8-bit levels, and the round size its record gives.
+difference from its single run in 8-bit levels and in the float result, whether its final energy and loss
+history equal the single run's, and the round size its record gives. 120 steps: enough for a difference in
+the last bit to grow into a visible one (Adam amplifies it), if batch and single runs computed differently.
 """
 
 import json
@@ -26,22 +28,29 @@ loaded = weights.load(weights_path)
 report = {"devices": jax.local_device_count()}
 
 singles = {}
+STEPS = 120
 
 def compare(config, jobs, devices, key):
     summary = batch.run_jobs(config, jobs, weights=loaded, devices=devices, log=lambda m: None)
-    diffs = []
+    diffs, same_energy, same_history, records = [], [], [], []
     for job in jobs:
         if job.name not in singles:
             singles[job.name] = runner.stylize(job.content, job.style, batch.job_config(config, job),
-                                               weights=loaded)[0]
+                                               weights=loaded)
+        single_rgb, single_record = singles[job.name]
         stacked = np.asarray(Image.open(job.output).convert("RGB")).astype(int)
-        diffs.append(int(np.abs(stacked - image.to_uint8(singles[job.name]).astype(int)).max()))
-    report[key] = {"written": summary.written, "max_diff_uint8": diffs,
-                   "padded_to": [json.load(open(j.output[:-4] + ".json"))["batch"]["padded_to"] for j in jobs]}
+        diffs.append(int(np.abs(stacked - image.to_uint8(single_rgb).astype(int)).max()))
+        record = json.load(open(job.output[:-4] + ".json"))
+        records.append(record)
+        same_energy.append(record["final_losses"] == single_record["final_losses"])
+        same_history.append(record["losses"] == single_record["losses"])
+    report[key] = {"written": summary.written, "max_diff_uint8": diffs, "final_energy_equal": same_energy,
+                   "history_equal": same_history, "steps": [r["steps_run"] for r in records],
+                   "padded_to": [r["batch"]["padded_to"] for r in records]}
 
 # Noise init and the Gaussian's random pairs: the keys of every job must be those of its single run.
 config = test_config.get_config()
-config.weights, config.steps, config.init = weights_path, 4, "noise"
+config.weights, config.steps, config.init, config.chunk = weights_path, STEPS, "noise", 10
 config.kernel, config.kernel_weights = "linear,gaussian", "0.5,0.5"
 # 8 jobs (4 contents x 2 styles) on 8 devices.
 jobs = batch.list_jobs(content_dir, [style_a, style_b], [config.kernel], out + "/eight")
