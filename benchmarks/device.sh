@@ -14,6 +14,11 @@
 #   3. 1024 px   gram                                                       (what is left)
 #   4. 1024 px   linear, poly, gaussian, bn, only if 150 s are still left
 #
+# NST_BENCH_FRAMEWORKS replaces the frameworks of stages 1, 3 and 4 (default jax,torch_eager,torch_compile), e.g.
+# jax,torch_step,jax_bf16,torch_step_bf16 for the strongest PyTorch baseline (benchmarks.run's torch_step:
+# the whole step under torch.compile max-autotune with CUDA graphs; several minutes of compilation per method,
+# so give NST_BENCH_BUDGET accordingly). The time to an image is benchmarks/end_to_end.py (its own command).
+#
 # If PyTorch sees no GPU, stages 1, 3 and 4 are skipped (benchmarks.run needs both frameworks on the GPU).
 # 3 rounds x 20 steps in blocks of 10 per method and framework: about 10 s of steps at 512 px on an H100;
 # the rest of each stage is compilation (XLA: three programs per method; torch.compile: one graph per size).
@@ -120,7 +125,8 @@ bench() {
     [[ -f "$d" && ! -e "$work/$tag/vgg19-random-seed0.pth" ]] && ln "$d" "$work/$tag/"
   done
   stage "$name" "$cap" - "$py" -m benchmarks.run --out="$work/$tag" --device="$device" --sizes="$size" \
-    --methods="$methods" --frameworks=jax,torch_eager,torch_compile --rounds="$rounds" --steps="$steps" --chunk="$chunk"
+    --methods="$methods" --frameworks="${NST_BENCH_FRAMEWORKS:-jax,torch_eager,torch_compile}" --rounds="$rounds" \
+    --steps="$steps" --chunk="$chunk"
   rc=$?
   [[ -f "$work/$tag/results.json" ]] && cp "$work/$tag/results.json" "$out/results_$tag.json"
   for d in "$small" "$large" "${large}b"; do

@@ -3,6 +3,9 @@
     python -m benchmarks.run --out=bench_cpu                       # CPU: 128 and 256 px, every method
     python -m benchmarks.run --out=bench_gpu --sizes=512,1024      # GPU (see benchmarks/device.sh)
 
+(``torch_step``, in the default frameworks, compiles for 1.5-3 minutes per method on a 2-core CPU; leave it out
+with ``--frameworks=jax,jax_step,torch_eager,torch_compile`` for a quick run.)
+
 Writes ``results.json`` and ``results.md`` to ``--out``. For every image size (square, size x size px) and
 style method (gram, linear, poly c=1 d=2, gaussian with the paper's linear-time estimator, bn; the settings of
 ``configs/default.py``: relu4_2 content, relu1_1..relu5_1 style, Adam lr 0.05, init from the content image,
@@ -14,6 +17,12 @@ automatic balance), each framework runs the same optimisation from the same imag
 * ``torch_eager``: :class:`benchmarks.torch_baseline.StyleTransfer`, memory format chosen per size by a short
   probe of NCHW and channels_last (``--torch_layout``); ``torch_compile``: the same with the feature extractor
   under ``torch.compile`` (one graph per size, so its compile time shows under the first method of a size).
+* ``torch_step``: the strongest baseline, :class:`benchmarks.torch_baseline.WholeStep`: the whole step
+  (forward, losses, backward, Adam, clamp) as one ``torch.compile`` graph (``fullgraph=True``), mode
+  ``--torch_step_mode`` (GPU default ``max-autotune``: autotuned kernels and CUDA graphs; CPU default: Inductor's
+  default mode), the probed memory format, cuDNN autotuning and TF32 matmuls on a GPU. ``torch_step_bf16``: the
+  same with VGG-19 under bf16 autocast, beside ``jax_bf16`` (nst_jax with ``dtype="bfloat16"``, as
+  ``--dtype=bfloat16``). Their parity columns are against the float32 ``jax`` run.
 
 Timing: ``--rounds`` rounds, each framework in turn within a round (so load drifts hit all alike); a round
 restarts from the initial image and runs ``--steps`` steps in blocks of ``--chunk`` with one synchronisation per
@@ -44,7 +53,9 @@ from typing import Any
 import numpy as np
 
 METHODS = ("gram", "linear", "poly", "gaussian", "bn", "swd", "w2", "coral", "mkmmd")
-FRAMEWORKS = ("jax", "jax_step", "torch_eager", "torch_compile")
+FRAMEWORKS = ("jax", "jax_step", "torch_eager", "torch_compile", "torch_step", "jax_bf16", "torch_step_bf16")
+DEFAULT_FRAMEWORKS = ("jax", "jax_step", "torch_eager", "torch_compile", "torch_step")
+TORCH = ("torch_eager", "torch_compile", "torch_step", "torch_step_bf16")
 
 # configs/default.py (and configs/bn.py's style weight) as plain values: the benchmark does not need
 # ml_collections, which the GPU machines lack. tests/test_baseline.py checks that they agree.
@@ -413,6 +424,14 @@ def choose_layout(make: Callable[[bool], Any], probe_steps: int = 3) -> tuple[bo
     return times["channels_last"] < times["nchw"], times
 
 
+def torch_step_mode(mode: str, device: str) -> str | None:
+    """``--torch_step_mode``: ``auto`` is ``max-autotune`` on a GPU (autotuning and CUDA graphs), Inductor's
+    default mode on a CPU (max-autotune's GEMM templates cost minutes of compilation there)."""
+    if mode == "auto":
+        return "max-autotune" if device == "cuda" else None
+    return None if mode == "default" else mode
+
+
 def rel(a: float, b: float, scale: float | None = None) -> float:
     """|a - b| / |scale| (default: b, the reference), 0 when a == b.
 
@@ -445,7 +464,7 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
         if method in ("gaussian", "mkmmd", "swd"):
             perms = [tb.perms_to_torch(p, device) for p in jax_pair_perms(side, args.steps, size)]
         runners: list[Runner] = []
-        if "torch_eager" in frameworks or "torch_compile" in frameworks:
+        if any(f in TORCH for f in frameworks):
             if not features:
                 if args.torch_layout == "auto":
                     cl, layout_probe = choose_layout(lambda cl, side=side: torch_side(
@@ -464,6 +483,9 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
                     runners.append(make_jax_runner(side, args.steps, args.chunk, fw))
                 elif fw == "jax_step":
                     runners.append(make_jax_runner(side, args.steps, 1, fw))
+                elif fw == "jax_bf16":
+                    bf16 = dataclasses.replace(side, problem=dataclasses.replace(side.problem, dtype="bfloat16"))
+                    runners.append(make_jax_runner(bf16, args.steps, args.chunk, fw))
                 elif fw == "torch_eager":
                     ts = torch_side(side, features["net"], content, style, cl, None)
                     runners.append(make_torch_runner(ts, args.steps, args.chunk, perms, fw))
@@ -471,6 +493,11 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
                     if compiled_extractor is None:
                         compiled_extractor = tb.make_extractor(features["net"], side.problem.layers, compile=True)
                     ts = torch_side(side, features["net"], content, style, cl, compiled_extractor)
+                    runners.append(make_torch_runner(ts, args.steps, args.chunk, perms, fw))
+                elif fw in ("torch_step", "torch_step_bf16"):
+                    ts = tb.WholeStep(torch_side(side, features["net"], content, style, cl, None), features["net"],
+                                      mode=torch_step_mode(args.torch_step_mode, device),
+                                      bf16=fw == "torch_step_bf16")
                     runners.append(make_torch_runner(ts, args.steps, args.chunk, perms, fw))
             except Exception as e:  # torch.compile may fail on a machine without a working compiler
                 log(f"{size}px {method} {fw}: unavailable: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
@@ -576,44 +603,52 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
     by = {(r["size"], r["method"], r["framework"]): r for r in results}
     sizes = sorted({r["size"] for r in results})
     methods = [m for m in METHODS if any(r["method"] == m for r in results)]
-    ratio_cols = ["jax vs eager", "jax vs compile"]
-    lines += ["| size | method | jax ms/it | jax_step ms/it | torch eager ms/it | torch compile ms/it | "
-              + " | ".join(ratio_cols) + " | step-0 rel. diff | last-step rel. diff |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    present = [f for f in FRAMEWORKS if any(r["framework"] == f and "ms_per_iter" in r for r in results)]
+    # Each PyTorch column against the nst_jax run of the same precision.
+    pairs = [("jax_bf16" if f.endswith("_bf16") else "jax", f) for f in TORCH if f in present]
+    pairs = [(j, t) for j, t in pairs if j in present]
+    compared = [f for f in present if f != "jax"]
+    lines += ["| size | method | " + " | ".join(f"{f} ms/it" for f in present) + " | "
+              + " | ".join(f"{j} vs {t.removeprefix('torch_')}" for j, t in pairs)
+              + " | step-0 rel. diff | last-step rel. diff |",
+              "| --- | --- | " + " | ".join("---:" for _ in present + pairs) + " | ---: | ---: |"]
     for size in sizes:
         for m in methods:
             def ms(fw, size=size, m=m):
                 r = by.get((size, m, fw))
                 return None if r is None or "ms_per_iter" not in r else r["ms_per_iter"]
-            j, js, e, c = ms("jax"), ms("jax_step"), ms("torch_eager"), ms("torch_compile")
-            par = [by.get((size, m, fw), {}).get("parity") for fw in ("torch_eager", "torch_compile")]
+            par = [by.get((size, m, fw), {}).get("parity") for fw in compared if fw in TORCH and "bf16" not in fw]
             par = [p for p in par if p]
             fmt = lambda v: "" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.2f}"  # noqa: E731
             ratio = lambda a, b: "" if a is None or b is None else f"{b / a:.2f}x"  # noqa: E731
             lines.append(
-                f"| {size} | {m} | {fmt(j)} | {fmt(js)} | {fmt(e)} | {fmt(c)} | {ratio(j, e)} | {ratio(j, c)} | "
+                f"| {size} | {m} | " + " | ".join(fmt(ms(f)) for f in present) + " | "
+                + " | ".join(ratio(ms(j), ms(t)) for j, t in pairs) + " | "
                 + (f"{max(p['step0_rel'] for p in par):.1e}" if par else "") + " | "
                 + (f"{max(p['last_rel'] for p in par):.1e}" if par else "") + " |")
-    lines += ["", "Ratios are PyTorch time / JAX time (above 1: JAX faster).", ""]
+    lines += ["", "Ratios are PyTorch time / JAX time (above 1: JAX faster); the bf16 columns against jax_bf16. "
+              "Rel. diffs: the float32 PyTorch runs against jax; each bf16 run's are in results.json.", ""]
     lines += ["| size | method | framework | warm-up s | memory MB | TFLOP/s"
-              + (" | MFU tf32 | MFU fp32" if cuda else "") + " |",
-              "| --- | --- | --- | ---: | ---: | ---:" + (" | ---: | ---:" if cuda else "") + " |"]
+              + (" | MFU tf32 | MFU bf16 | MFU fp32" if cuda else "") + " |",
+              "| --- | --- | --- | ---: | ---: | ---:" + (" | ---: | ---: | ---:" if cuda else "") + " |"]
     for r in results:
         if "ms_per_iter" not in r:
             lines.append(f"| {r['size']} | {r['method']} | {r['framework']} | unavailable: {r['error']} | | |"
-                         + (" | |" if cuda else ""))
+                         + (" | | |" if cuda else ""))
             continue
         mem = r["memory"]
         mb = mem.get("torch_peak_bytes", mem.get("xla_buffers_bytes")) if cuda else mem.get("heap_delta_bytes")
         lines.append(f"| {r['size']} | {r['method']} | {r['framework']} | {r['warmup_s']:.1f} | {_mb(mb)} | "
-                     f"{r['tflops']:.2f}" + (f" | {100 * r['mfu']['tf32']:.1f}% | {100 * r['mfu']['fp32']:.0f}%"
+                     f"{r['tflops']:.2f}" + (f" | {100 * r['mfu']['tf32']:.1f}% | {100 * r['mfu']['bf16']:.1f}% | "
+                                              f"{100 * r['mfu']['fp32']:.0f}%"
                                               if cuda else "") + " |")
     lines += ["", "Memory: " + ("torch max_memory_allocated; for JAX, XLA's compiled buffers (arguments, outputs, "
                                "temporaries)." if cuda else "peak growth of the process's heap in use (glibc "
                                "mallinfo2) during the framework's first timed round."),
               "TFLOP/s: the VGG-19 convolutions up to relu5_1, forward plus input gradient (2 x 2 h w C_in C_out 9 "
               "per convolution), over the measured time."
-              + (" MFU: over an H100 SXM's dense peak (TF32 495, FP32 67 TFLOP/s); both frameworks run fp32 "
+              + (" MFU: over an H100 SXM's dense peak (TF32 495, BF16 989, FP32 67 TFLOP/s; an H200 has the same); "
+                 "read the bf16 column for the bf16 rows. Both frameworks run fp32 "
                  "convolutions on TF32 tensor cores by default." if cuda else "")]
     return "\n".join(lines) + "\n"
 
@@ -623,7 +658,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for results.json and results.md")
     parser.add_argument("--sizes", default="", help="comma-separated; default 128,256 on CPU, 512,1024 on GPU")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--frameworks", default=",".join(DEFAULT_FRAMEWORKS),
+                        help=f"comma-separated, of {','.join(FRAMEWORKS)}")
+    parser.add_argument("--torch_step_mode", default="auto",
+                        choices=("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile mode of torch_step (auto: max-autotune on a GPU, default on a CPU)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="steps per round (a multiple of --chunk)")
     parser.add_argument("--chunk", type=int, default=4, help="steps per JAX dispatch / per timed block")
@@ -653,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(os.cpu_count() or 1)
     else:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (the Gram matrices), as XLA's default on a GPU
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([128, 256] if device == "cpu" else [512, 1024])
     os.makedirs(args.out, exist_ok=True)
     pth, pth_desc = weights_pth(args.weights, args.out)

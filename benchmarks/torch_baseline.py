@@ -342,7 +342,11 @@ class StyleTransfer:
 
     def energy(self, x: torch.Tensor, perms: Perms | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total, {"content", "style", "tv"}) at the (1, 3, H, W) image x."""
-        feats = self._extract(x)
+        return self.energy_of_features(x, self._extract(x), perms)
+
+    def energy_of_features(self, x: torch.Tensor, feats: Mapping[str, torch.Tensor], perms: Perms | None = None
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`energy` from the image and its features (float32) at :attr:`layers`."""
         content = sum(torch.square(feats[n] - self.content_targets[n]).sum() for n in self.content_layers)
         content = self.content_scale * content
         style = torch.zeros((), device=x.device)
@@ -380,3 +384,87 @@ def perms_to_torch(perms: Mapping[Any, Any], device: str | torch.device) -> Perm
         return torch.as_tensor(np.array(v), dtype=torch.float32, device=device)
 
     return {k: one(v) for k, v in perms.items()}
+
+
+class WholeStep:
+    """The strongest PyTorch baseline: the whole step (forward, losses, backward, Adam update, clamp) as one pure
+    function of tensors under ``torch.compile``, with the same ``reset`` / ``step`` / ``image`` as
+    :class:`StyleTransfer` (whose problem, targets and multipliers it uses).
+
+    Why a pure function rather than ``loss.backward(); opt.step()`` under ``torch.compile``: the gradient is
+    taken with ``torch.func.grad_and_value`` and the update is Adam's formula written out (exactly
+    ``torch.optim.Adam``'s non-fused update: ``m.lerp_(g, 1 - b1)``, ``v = b2 v + (1 - b2) g^2``, step size
+    lr / (1 - b1^t), denominator sqrt(v) / sqrt(1 - b2^t) + eps), so Dynamo traces forward, backward and update
+    into one graph (``fullgraph=True``: no graph break at ``.backward()`` or inside the optimizer) and Inductor
+    fuses the update and the clamp into the backward's last kernels. The step counter is a tensor, so the bias
+    corrections never recompile. PyTorch's recipe for compiling ``optimizer.step()`` (wrap the step in
+    ``torch.compile``; a tensor learning rate; ``capturable=True`` for CUDA graphs) compiles the optimizer as a
+    graph of its own, after the backward graph; this is the one-graph form of the same thing.
+
+    Args:
+      ts: the problem (its feature extractor must be the plain one, not a compiled extractor).
+      features: the network of ``ts`` (from :func:`load_features`).
+      mode: ``torch.compile`` mode: ``"max-autotune"`` (Triton/cuDNN autotuning and CUDA graphs; the GPU
+        default), ``"reduce-overhead"`` (CUDA graphs only) or ``None`` (default; the CPU's).
+      bf16: run the network under ``torch.autocast(dtype=torch.bfloat16)`` (features back to float32 for the
+        losses), as nst_jax's ``--dtype=bfloat16`` runs VGG-19 in bfloat16 and the losses in float32.
+
+    With CUDA graphs a replay overwrites the previous replay's outputs, so :meth:`step` copies the new state into
+    the persistent ``x``, ``m``, ``v`` (three small copies) and returns clones of the loss terms.
+    """
+
+    def __init__(self, ts: StyleTransfer, features: torch.nn.Sequential, *, mode: str | None = None,
+                 bf16: bool = False, fullgraph: bool = True, backend: str = "inductor") -> None:
+        self.ts = ts
+        self.device = ts.device
+        self.mode = mode
+        self.cudagraphs = ts.device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
+        layers, device_type = ts.layers, ts.device.type
+        lr, b1, b2, eps = ts.lr, 0.9, 0.999, 1e-8
+        low, high = ts.low, ts.high
+
+        def energy(x: torch.Tensor, perms: Perms | None):
+            if bf16:
+                with torch.autocast(device_type, dtype=torch.bfloat16):
+                    feats = extract(features, x, layers)
+                feats = {k: v.float() for k, v in feats.items()}
+            else:
+                feats = extract(features, x, layers)
+            total, terms = ts.energy_of_features(x, feats, perms)
+            return total, torch.stack([total.detach(), terms["content"].detach(), terms["style"].detach(),
+                                       terms["tv"].detach()])
+
+        def step(x, m, v, t, perms):
+            g, (_, terms) = torch.func.grad_and_value(energy, has_aux=True)(x, perms)
+            t = t + 1
+            m = torch.lerp(m, g, 1 - b1)
+            v = v * b2 + (1 - b2) * g * g
+            step_size = lr / (1 - torch.pow(b1, t))
+            denom = torch.sqrt(v) / torch.sqrt(1 - torch.pow(b2, t)) + eps
+            x = torch.clamp(x - step_size * m / denom, low, high)
+            return x, m, v, t, terms
+
+        self._step = torch.compile(step, mode=mode, fullgraph=fullgraph, backend=backend)
+        self.reset()
+
+    def reset(self) -> None:
+        """The image back to ``init``, a fresh Adam state."""
+        self.x = self.ts.init.clone()
+        self.m, self.v = torch.zeros_like(self.x), torch.zeros_like(self.x)
+        self.t = torch.zeros((), dtype=torch.float32, device=self.device)
+
+    def step(self, perms: Perms | None = None) -> dict[str, torch.Tensor]:
+        """One step; the loss terms at the image before it (not synchronised)."""
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        x, m, v, t, terms = self._step(self.x, self.m, self.v, self.t, perms)
+        if self.cudagraphs:  # the next replay reuses these outputs' memory
+            self.x.copy_(x), self.m.copy_(m), self.v.copy_(v), self.t.copy_(t)
+            terms = terms.clone()
+        else:
+            self.x, self.m, self.v, self.t = x, m, v, t
+        return dict(zip(("total", "content", "style", "tv"), terms, strict=True))
+
+    def image(self) -> np.ndarray:
+        """The current image, (H, W, 3) preprocessed."""
+        return self.x.detach()[0].permute(1, 2, 0).float().cpu().numpy()

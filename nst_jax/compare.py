@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import default as default_config
-from nst_jax import cli, evaluate, image, losses, outputs, report, runner, sheet
+from nst_jax import cli, compile_cache, evaluate, image, losses, outputs, report, runner, sheet
 from nst_jax import config as cfg_lib
 from nst_jax import weights as weights_lib
 from nst_jax.atomic import write_json, write_text
@@ -35,6 +35,8 @@ flags.DEFINE_string("output_dir", "compare", "Folder for the results, the sheet 
 flags.DEFINE_string("methods", DEFAULT_METHODS, "Comma-separated methods; fusions joined by + (equal weights).")
 flags.DEFINE_bool("metrics", True, "Cross-evaluate the results (metrics.md, the sheet's table): exact pairwise "
                   "sums, minutes per result at 256 px on a CPU; --nometrics skips it.")
+flags.DEFINE_string("compile_cache", None, f"Folder of JAX's persistent compilation cache, or 'off' (default: "
+                    f"${compile_cache.ENV}, else {compile_cache.default_dir()}).")
 FLAGS = flags.FLAGS
 
 
@@ -62,6 +64,7 @@ def main(argv: list[str]) -> None:
     base = FLAGS.config
     cli.apply_run_flags(base)
     try:
+        compile_cache.enable(FLAGS.compile_cache)  # before anything is compiled
         runs = method_configs(base, FLAGS.methods)
         for _, cfg in runs:
             cfg_lib.check(cfg)

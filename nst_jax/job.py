@@ -368,7 +368,8 @@ def run(
             job, problem, weights, s.factors[j], s.base, tracker, status, final=final,
             resumed_from=None if s.resumed is None else start_step,
             times={"setup_s": s.setup_s, "compile_s": compile_s, "run_s": run_s, "run_s_before": before_s,
-                   "scale_s": time.time() - started},
+                   "scale_s": time.time() - started,
+                   "steps_started_at": run_t0},  # Unix time of the first step: benchmarks/end_to_end.py
         )
         out.append((denoise(to_rgb(tracker.last_finite, weights.source), job.config.sgd.denoise), record))
     return out

@@ -13,7 +13,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import default as default_config
-from nst_jax import cli
+from nst_jax import cli, compile_cache
+from nst_jax.errors import UserError
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -28,6 +29,8 @@ flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of
                     "environment, as on a Cloud TPU pod slice).")
 flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes (default: from the environment).")
 flags.DEFINE_integer("process_id", None, "With --multihost: this process's index (default: from the environment).")
+flags.DEFINE_string("compile_cache", None, f"Folder of JAX's persistent compilation cache, or 'off' (default: "
+                    f"${compile_cache.ENV}, else {compile_cache.default_dir()}).")
 
 flags.adopt_module_key_flags(cli)  # --help lists the run flags defined from cli's table
 FLAGS = flags.FLAGS
@@ -39,6 +42,10 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # keep the terminal for the progress bar
     config = FLAGS.config
     cli.apply_run_flags(config)
+    try:
+        compile_cache.enable(FLAGS.compile_cache)  # before anything is compiled
+    except UserError as e:
+        cli.fail(str(e))
     if FLAGS.content_dir:
         sys.exit(cli.run_batch(config, content_dir=FLAGS.content_dir, output_dir=FLAGS.output_dir or "",
                                multihost=FLAGS.multihost, coordinator_address=FLAGS.coordinator_address,

@@ -18,6 +18,10 @@ import sys
 
 import pytest
 
+# The programs the tests start must not fill the user's compilation cache (nst_jax.compile_cache); the tests of
+# the cache name their own folder.
+os.environ.setdefault("NST_JAX_COMPILE_CACHE", "off")
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

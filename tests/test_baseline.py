@@ -99,3 +99,60 @@ def test_iteration_flops_counts_the_convolutions():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown style method"):
         tb.style_target(tb.Term("nope"), torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize("method", ["gram", "gaussian"])
+def test_whole_step_is_the_eager_step_in_one_graph(method, setup):
+    # Dynamo's whole-graph capture (fullgraph: no break at the gradient or the update) with the eager backend;
+    # the functional Adam must give torch.optim.Adam's images step for step.
+    import torch
+
+    side = bench.jax_side(method, setup["params"], setup["content"], setup["style"])
+    perms = (tb.perms_to_torch(p, "cpu") for p in bench.jax_pair_perms(side, 3, SIZE)) if method == "gaussian" \
+        else iter([None] * 3)
+    perms = list(perms)
+    eager = bench.torch_side(side, setup["features"], setup["content"], setup["style"], False, None)
+    whole = tb.WholeStep(bench.torch_side(side, setup["features"], setup["content"], setup["style"], False, None),
+                         setup["features"], backend="eager")
+    torch._dynamo.reset()
+    totals = []
+    for p in perms:
+        a, b = eager.step(p), whole.step(p)
+        totals.append(float(a["total"]))
+        for k in ("total", "content", "style"):
+            assert bench.rel(float(b[k]), float(a[k]), float(a["total"])) < 1e-5, (k, b, a)
+    assert bench.rel(totals[-1], totals[0]) > 1e-3  # the losses above moved 100x more than they differ
+    # Adam divides by sqrt(v): where a gradient is near 0 its rounding decides the update's size and sign, so a
+    # few pixels differ by up to a step (lr 0.05) while the energies agree to 1e-5.
+    diff = np.abs(whole.image() - eager.image())
+    assert np.mean(diff < 1e-3) > 0.97 and diff.max() < 3 * 0.05, (np.mean(diff < 1e-3), diff.max())
+
+
+def test_torch_cli_constants_are_nst_jax_paper_scales():
+    from benchmarks import torch_cli
+    from nst_jax import losses
+
+    for method, scale in torch_cli.PAPER_SCALES.items():
+        extra = {"c": 1.0, "d": 2} if method == "poly" else {}
+        for m, n in ((4096, 64), (1023, 512)):
+            assert scale(m, n) == pytest.approx(losses.paper_scale(method, m, n, **extra), rel=1e-12)
+
+
+def test_torch_cli_writes_the_image_and_its_timings(setup, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from benchmarks import torch_cli
+
+    paths = []
+    for name, rgb in (("c", setup["content"]), ("s", setup["style"])):
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(paths[-1])
+    out = tmp_path / "out.png"
+    assert torch_cli.main([f"--pth={setup['pth']}", f"--content={paths[0]}", f"--style={paths[1]}",
+                           f"--output={out}", f"--size={SIZE}", "--steps=3", "--kernel=gaussian",
+                           "--device=cpu"]) == 0
+    timings = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.asarray(Image.open(out)).shape == (SIZE, SIZE, 3)
+    assert timings["balance_factor"] > 0 and timings["steps_started_at"] <= timings["total_s"] + torch_cli.STARTED
