@@ -12,7 +12,7 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from absl import flags
@@ -139,9 +139,12 @@ class StopOnInterrupt:
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
+        self.request("press Ctrl-C again to abort without saving")
+
+    def request(self, note: str = "Stop pressed on the preview page") -> None:
+        """What the first Ctrl-C does; also the preview page's Stop (called from its server thread)."""
         self.requested = True
-        print("\nstopping after this chunk (press Ctrl-C again to abort without saving)", file=sys.stderr,
-              flush=True)
+        print(f"\nstopping after this chunk ({note})", file=sys.stderr, flush=True)
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -154,10 +157,40 @@ class StopOnInterrupt:
         return False
 
 
-def run_one(config: Any) -> int:
+@contextlib.contextmanager
+def preview_page(enabled: bool, stop: StopOnInterrupt, title: str) -> Iterator[Any]:
+    """With ``enabled``: the live preview page (:mod:`nst_jax.preview`), its address printed, its Stop acting
+    as Ctrl-C; yields it (``None`` without ``enabled``) and closes it at the end."""
+    if not enabled:
+        yield None
+        return
+    from nst_jax import preview  # only --preview needs the server
+
+    page = preview.Preview(title, on_stop=stop.request)
+    print(f"preview: {page.start()} (live image and losses; its Stop button ends the run as Ctrl-C does)",
+          file=sys.stderr, flush=True)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def tee(*callbacks: Any) -> Any:
+    """One callback that calls each of ``callbacks`` (``None``s skipped) with the same arguments."""
+    live = [c for c in callbacks if c is not None]
+
+    def call(*args: Any, **kwargs: Any) -> None:
+        for c in live:
+            c(*args, **kwargs)
+
+    return call
+
+
+def run_one(config: Any, preview: bool = False) -> int:
     """Runs one style transfer from a config and writes its outputs. Returns the exit status of the run's
     status (:data:`nst_jax.job.EXIT_CODES`): 0 done, 2 user error or non-finite energy (message printed, the
-    last finite image and its record written), 130 interrupted (checkpoint and current image written)."""
+    last finite image and its record written), 130 interrupted (checkpoint and current image written).
+    ``preview``: serve the live preview page (:func:`preview_page`) during the run."""
     ckpt = checkpoint.path_for(config.output)
     try:
         outputs.check_output(config.output, [config.content, *runner.style_inputs(config.style), config.init,
@@ -171,21 +204,29 @@ def run_one(config: Any) -> int:
 
         for note in cfg_lib.machine_notes(config):
             print(note, file=sys.stderr, flush=True)
-        with StopOnInterrupt() as stop:
+        title = f"nst_jax: {os.path.basename(config.output)}"
+        with StopOnInterrupt() as stop, preview_page(preview, stop, title) as page:
             try:
                 # The output folder is created only once every input has been checked (on_ready).
                 result, record = runner.stylize(config.content or None, config.style or None, config,
-                                                progress=bar, snapshot=snapshot, checkpoint_path=ckpt,
-                                                should_stop=stop,
-                                                on_ready=lambda: outputs.prepare_output(config.output))
+                                                progress=tee(bar, page and page.progress), snapshot=snapshot,
+                                                checkpoint_path=ckpt, should_stop=stop,
+                                                on_ready=lambda: outputs.prepare_output(config.output),
+                                                on_image=page and page.image)
             except runner.NonFiniteLoss as e:
                 outputs.write_outputs(config.output, e.image, e.record)
+                if page:
+                    page.finish("failed", str(e))
                 raise UserError(f"{e}; it is in {config.output}, the record in "
                                 f"{outputs.record_path(config.output)}") from None
             except runner.Interrupted as e:
                 image.save_image(config.output, e.image)
                 print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)
+                if page:
+                    page.finish("interrupted", f"{e}; current image in {config.output}")
                 return job.EXIT_CODES[e.record["status"]]
+            if page:
+                page.finish("done", f"finished; writing {config.output}")
         outputs.write_outputs(config.output, result, record)
         with contextlib.suppress(FileNotFoundError):  # another run with this --output may have removed it
             os.remove(ckpt)  # the run is complete: its record replaces the checkpoint

@@ -37,6 +37,9 @@ flags.DEFINE_bool("metrics", True, "Cross-evaluate the results (metrics.md, the 
                   "sums, minutes per result at 256 px on a CPU; --nometrics skips it.")
 flags.DEFINE_string("compile_cache", None, f"Folder of JAX's persistent compilation cache, or 'off' (default: "
                     f"${compile_cache.ENV}, else {compile_cache.default_dir()}).")
+flags.DEFINE_bool("preview", False, "Serve a live preview page on 127.0.0.1 (address printed): each method's "
+                  "current image and losses, the time left, and a Stop button that ends the comparison as Ctrl-C "
+                  "does (see nst_jax.preview).")
 FLAGS = flags.FLAGS
 
 
@@ -75,19 +78,36 @@ def main(argv: list[str]) -> None:
             print(note, file=sys.stderr)
         (content_rgb, _), styles = runner.prepare_images(base.content or None, base.style or None, base)
         tiles, curves, summary, results = [], {}, {"runs": {}}, {}
-        for label, cfg in runs:
-            print(f"== {label}", file=sys.stderr, flush=True)
-            result, record = runner.stylize(base.content or None, base.style or None, cfg, weights=weights,
-                                            progress=report.ProgressBar())
-            out = os.path.join(out_dir, label + ".png")
-            outputs.write_outputs(out, result, record)
-            final = record["final_losses"]
-            tiles.append((result, f"{label}  {record['run_s']:.1f} s (+{record['compile_s']:.0f} s compile)\n"
-                                  f"style {final['style']:.3g} content {final['content']:.3g}"))
-            curves[label] = record["losses"]
-            results[label] = result
-            summary["runs"][label] = {"output": out, "run_s": record["run_s"], "compile_s": record["compile_s"],
-                                      "final_losses": final, "balance": record["balance"]}
+        with cli.StopOnInterrupt() as stop, cli.preview_page(FLAGS.preview, stop, f"nst_jax.compare: {out_dir}") \
+                as page:
+            for i, (label, cfg) in enumerate(runs):
+                print(f"== {label}", file=sys.stderr, flush=True)
+                out = os.path.join(out_dir, label + ".png")
+                if page:
+                    page.begin(label, f"method {i + 1} of {len(runs)}")
+                try:
+                    result, record = runner.stylize(base.content or None, base.style or None, cfg, weights=weights,
+                                                    progress=cli.tee(report.ProgressBar(), page and page.progress),
+                                                    on_image=page and page.image, should_stop=stop)
+                except runner.Interrupted as e:
+                    outputs.prepare_output(out)
+                    image.save_image(out, e.image)
+                    message = (f"interrupted: {label} at step {e.record['steps_run']}, its current image in {out}; "
+                               f"{i} method(s) complete in {out_dir}; no sheet (rerun to compare them all)")
+                    print(message, file=sys.stderr, flush=True)
+                    if page:
+                        page.finish("interrupted", message)
+                    sys.exit(130)
+                outputs.write_outputs(out, result, record)
+                final = record["final_losses"]
+                tiles.append((result, f"{label}  {record['run_s']:.1f} s (+{record['compile_s']:.0f} s compile)\n"
+                                      f"style {final['style']:.3g} content {final['content']:.3g}"))
+                curves[label] = record["losses"]
+                results[label] = result
+                summary["runs"][label] = {"output": out, "run_s": record["run_s"], "compile_s": record["compile_s"],
+                                          "final_losses": final, "balance": record["balance"]}
+            if page:
+                page.finish("done", "every method has run; cross-evaluation and sheet next")
         w = weights
         footer = "weights: " + weights_lib.describe(w)
         cells: list[list[str]] = []

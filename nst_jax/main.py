@@ -31,6 +31,8 @@ flags.DEFINE_integer("num_processes", None, "With --multihost: number of process
 flags.DEFINE_integer("process_id", None, "With --multihost: this process's index (default: from the environment).")
 flags.DEFINE_string("compile_cache", None, f"Folder of JAX's persistent compilation cache, or 'off' (default: "
                     f"${compile_cache.ENV}, else {compile_cache.default_dir()}).")
+flags.DEFINE_bool("preview", False, "Serve a live preview page on 127.0.0.1 (address printed): the current image, "
+                  "the losses, the time left and a Stop button that acts as Ctrl-C (see nst_jax.preview).")
 
 flags.adopt_module_key_flags(cli)  # --help lists the run flags defined from cli's table
 FLAGS = flags.FLAGS
@@ -47,12 +49,14 @@ def main(argv: list[str]) -> None:
     except UserError as e:
         cli.fail(str(e))
     if FLAGS.content_dir:
+        if FLAGS.preview:
+            cli.fail("--preview shows a single run; batch mode (--content_dir) has none")
         sys.exit(cli.run_batch(config, content_dir=FLAGS.content_dir, output_dir=FLAGS.output_dir or "",
                                multihost=FLAGS.multihost, coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id))
     if FLAGS.output_dir or FLAGS.multihost:
         cli.fail("--output_dir and --multihost are batch-mode flags: give --content_dir too")
-    sys.exit(cli.run_one(config))
+    sys.exit(cli.run_one(config, preview=FLAGS.preview))
 
 
 def run() -> None:

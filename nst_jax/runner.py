@@ -110,6 +110,7 @@ def stylize(
     checkpoint_path: str | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_image: SnapshotFn | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stylises ``content`` with ``style``.
 
@@ -127,6 +128,9 @@ def stylize(
       should_stop: polled between chunks; when it returns True the run checkpoints and raises Interrupted.
       on_ready: called once, after the config, weights, images and their sizes have been checked and before
         the first step: where a caller creates its output folder, so a bad input leaves nothing behind.
+      on_image: called after every chunk of every scale with (step within the scale, the current image,
+        (H, W, 3) float32 RGB in [0, 1], as optimised: before colour preservation's recombination and the
+        final denoising), for live previews (:mod:`nst_jax.preview`).
 
     With ``config.scales`` = K > 1 the run is coarse to fine: K sizes, each twice the last, ending at the
     content size; each scale runs ``config.steps`` steps and starts from the previous result upsampled.
@@ -174,6 +178,7 @@ def stylize(
                 # touching it; the checkpoint's own scale continues from it.
                 checkpoint_path=checkpoint_path if resume_scale is None or k >= resume_scale else None,
                 resume=resume_scale == k, should_stop=should_stop, on_ready=on_ready if k == 0 else None,
+                on_image=on_image,
             )
         except (NonFiniteLoss, Interrupted) as e:
             e.image = _finish_colour(config, e.image, content_full, size)
@@ -212,6 +217,7 @@ def _run_scale(
     resume: bool,
     should_stop: Callable[[], bool] | None,
     on_ready: Callable[[], None] | None = None,
+    on_image: SnapshotFn | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One optimisation at one size (:func:`nst_jax.job.run`) with progress, snapshots and checkpoints."""
     problem = cfg_lib.problem(config, blend)
@@ -242,6 +248,8 @@ def _run_scale(
                                   f"scale {scale + 1}/{scales}, {hw[1]}x{hw[0]}" if scales > 1 else ""))
         if snapshot is not None and config.save_every and step % config.save_every == 0 and step < steps:
             snapshot(step, job.to_rgb(tracker.last_finite, weights.source))
+        if on_image is not None:
+            on_image(step, job.to_rgb(tracker.last_finite, weights.source))
         stop_now = should_stop is not None and should_stop()
         if checkpoint_path and step < steps and not stopped and (
             stop_now or (config.checkpoint_every and step % config.checkpoint_every == 0)
