@@ -206,10 +206,14 @@ class Chunk:
 @dataclasses.dataclass
 class Placement:
     """Where arrays go: ``stacked`` for those with a job axis (sharded over devices in batch mode),
-    ``replicated`` for the shared ones (parameters, keys). Default: the default device."""
+    ``replicated`` for the shared ones (parameters, keys). Default: the default device.
+
+    ``image``: a single run's image split by rows over several devices (``--shard_image``), a
+    :class:`nst_jax.shard.ImageRows`: the run's compiled functions and its state's placement are then its own."""
 
     stacked: Callable[[Any], Any] = jax.device_put
     replicated: Callable[[Any], Any] = jax.device_put
+    image: Any = None
 
 
 def run(
@@ -234,15 +238,22 @@ def run(
     if not batched and len(jobs) != 1:
         raise ValueError(f"a run that is not batched takes one job, got {len(jobs)}")
     started = time.time()
-    s = _setup(problem, settings, jobs, weights, batched, placement or Placement(), resume)
+    place = placement or Placement()
+    if place.image is not None:
+        problem = place.image.problem(problem)
+    s = _setup(problem, settings, jobs, weights, batched, place, resume)
     t0 = time.time()
-    compiled = (_CHUNK_BATCHED if batched else _CHUNK).lower(
-        problem, settings, length, s.state, s.params, s.tgt, s.scales, s.loop_key).compile()
+    if place.image is not None:
+        compiled = place.image.compile_chunk(problem, settings, length, s.state, s.params, s.tgt, s.scales,
+                                             s.loop_key)
+    else:
+        compiled = (_CHUNK_BATCHED if batched else _CHUNK).lower(
+            problem, settings, length, s.state, s.params, s.tgt, s.scales, s.loop_key).compile()
     compile_s = time.time() - t0
 
     start_step = 0 if s.resumed is None else int(s.resumed.state.step)
     names = ["total", *transfer.term_names(problem)]
-    x0_host = np.asarray(s.state.x)
+    x0_host = np.asarray(_host_state(s).x)
     trackers = [Tracker(names, jobs[0].config.log_every, x0_host[j] if batched else x0_host, start_step,
                         None if s.resumed is None else s.resumed.history) for j in range(len(jobs))]
     run_t0 = time.time()
@@ -308,7 +319,8 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
         balance_key, c, st, x0 = k.balance, contents[0], [s[0] for s in styles], x0s[0]
 
     t0 = time.time()
-    tgt = (_TARGETS_BATCHED if batched else _TARGETS)(problem, params, c, st)
+    sharded = place.image  # None, or a single run's image split by rows over devices (nst_jax.shard)
+    tgt = (_TARGETS_BATCHED if batched else _TARGETS if sharded is None else sharded.targets)(problem, params, c, st)
     base = transfer.paper_scales(problem, params, x0s[0])
     if resumed is not None:
         factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy
@@ -319,7 +331,8 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
             norms = _NORMS_BATCHED(problem, params, tgt, base_arrays, place.replicated(x_ref), balance_key)
             factors = [transfer.balance_factors(row) for row in np.asarray(norms)]
         else:
-            factors = [transfer.balance_factors(_NORMS(problem, params, tgt, base_arrays, x_ref, balance_key))]
+            norms_fn = _NORMS if sharded is None else sharded.gradient_norms
+            factors = [transfer.balance_factors(norms_fn(problem, params, tgt, base_arrays, x_ref, balance_key))]
     else:
         factors = [[1.0] * len(problem.terms) for _ in jobs]
     scales = multipliers(cfg.content_weight, cfg_lib.style_weight(cfg), factors, base)
@@ -332,7 +345,14 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
         state = place.stacked(jax.vmap(lambda x: transfer.init_state(problem, settings, jnp.copy(x)))(x0))
     else:
         state = fresh
+    if sharded is not None:
+        state = sharded.put(state)
     return _Setup(params, tgt, base, factors, scales, state, loop_key, place, resumed, setup_s)
+
+
+def _host_state(s: _Setup) -> transfer.LoopState:
+    """The state as the host sees it: as is, or gathered from its devices and cut to the image's rows."""
+    return s.state if s.place.image is None else s.place.image.host(s.state)
 
 
 def _loop(compiled: Any, s: _Setup, trackers: list[Tracker], steps: int, batched: bool, start_step: int,
@@ -351,14 +371,15 @@ def _loop(compiled: Any, s: _Setup, trackers: list[Tracker], steps: int, batched
     while any_live():
         s.state, terms = compiled(s.state, s.params, s.tgt, s.scales, s.loop_key)
         terms = jax.device_get(terms)
-        x_host, host_steps = np.asarray(s.state.x), np.asarray(s.state.step)
+        host_state = _host_state(s)
+        x_host, host_steps = np.asarray(host_state.x), np.asarray(host_state.step)
         if not batched:
             x_host, host_steps, terms = x_host[None], host_steps[None], {n: v[None] for n, v in terms.items()}
         for j, tracker in enumerate(trackers):
             if tracker.nonfinite is None:
                 tracker.absorb({n: v[j] for n, v in terms.items()}, int(host_steps[j]), x_host[j])
         if after_chunk is not None and any(t.nonfinite is None for t in trackers) and after_chunk(
-                Chunk(s.state, trackers, s.loop_key, s.factors, time.time() - run_t0, start_step)):
+                Chunk(host_state, trackers, s.loop_key, s.factors, time.time() - run_t0, start_step)):
             return any_live(), stopped_flags()
     return False, stopped_flags()
 
@@ -375,8 +396,9 @@ def _final_losses(problem: transfer.Problem, s: _Setup, trackers: list[Tracker],
     tracker = trackers[0]
     if tracker.nonfinite is not None:
         return [None]
-    value, final = _ENERGY(problem, s.params, s.tgt, s.scales, jnp.asarray(tracker.last_finite),
-                           jax.random.fold_in(s.loop_key, tracker.step))
+    energy_fn = _ENERGY if s.place.image is None else s.place.image.energy
+    value, final = energy_fn(problem, s.params, s.tgt, s.scales, jnp.asarray(tracker.last_finite),
+                             jax.random.fold_in(s.loop_key, tracker.step))
     return [{"total": float(value), **{n: float(v) for n, v in final.items()}}]
 
 
