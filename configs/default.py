@@ -36,6 +36,7 @@ def get_config() -> config_dict.ConfigDict:
     c.remat = False  # rematerialise VGG blocks in the backward pass: less activation memory, one more forward pass
     c.dtype = "float32"  # VGG compute dtype, "float32" or "bfloat16" (parameters and losses stay float32)
     c.strips = 1  # > 1: VGG blocks 1-2 in this many horizontal strips: far less memory for large images
+    c.shard_image = False  # one image's rows split over all local devices (nst_jax.shard); not with strips
 
     # Losses. `kernel`: one method (gram, linear, poly, gaussian, bn, swd, w2, coral, mkmmd), or a fusion
     # "linear,gaussian" weighted by `kernel_weights`.

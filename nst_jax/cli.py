@@ -63,6 +63,8 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("dtype", "enum:float32|bfloat16", "VGG compute dtype (parameters and losses stay float32)."),
     RunFlag("strips", "integer", "Compute VGG blocks 1-2 in this many horizontal strips: less memory for large "
             "images, the same result (gram, linear, bn, w2, coral, poly at relu1_1/relu2_1)."),
+    RunFlag("shard_image", "bool", "Split one image's rows over all local devices (its memory and work), the "
+            "same result as one device; not with --strips, nor in batch mode."),
 )
 """The flags of ``python -m nst_jax.main`` that override config fields; ``compare`` takes some of them."""
 
@@ -263,6 +265,9 @@ def run_batch(
         if os.path.realpath(output_dir) == os.path.realpath(content_dir):
             raise UserError(f"--output_dir={output_dir}: must differ from --content_dir (outputs would become "
                             f"inputs of the next run)")
+        if config.shard_image:
+            raise UserError("--shard_image: batch mode already spreads its jobs over the devices; split one "
+                            "image with --shard_image in a single run (without --content_dir)")
         if multihost:
             batch.initialize_distributed(coordinator_address, num_processes, process_id)
         elif coordinator_address or num_processes or process_id is not None:

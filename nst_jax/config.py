@@ -142,6 +142,11 @@ def check(config: Any) -> None:
                           f"{len(csv(config.style_layers))} style layer(s)")
     terms = parse_terms(config)
     positive_int("strips", config.strips)
+    if not isinstance(config.shard_image, bool):
+        raise ConfigError(f"--shard_image={config.shard_image}: expected true or false")
+    if config.shard_image and config.strips > 1:
+        raise ConfigError(f"--shard_image with --strips={config.strips}: not combined (a strip's rows would cut "
+                          f"across the devices' shares); use one of them")
     head = strips.head(csv(config.style_layers))
     if config.strips > 1 and head:
         for t in terms:

@@ -64,7 +64,7 @@ def _energy_at(problem: transfer.Problem, params: Any, tgt: Any, scales: Any, x:
     return transfer.energy(problem, params, tgt, scales, x, jax.random.fold_in(key, step))
 
 
-def _on_devices(fn: Callable[..., Any], in_axes: tuple[int | None, ...], mesh: Mesh,
+def _on_devices(fn: Callable[..., Any], in_axes: tuple[int | None, ...], mesh: Mesh, name: str,
                 donate: tuple[int, ...] = ()) -> Callable[..., Any]:
     """``fn`` of one job run for each job of a stack split over ``mesh``'s job axis: each device computes its
     own jobs one by one with ``fn``'s own computation (:func:`nst_jax.transfer.each_job`), so a batch job gets
@@ -72,7 +72,12 @@ def _on_devices(fn: Callable[..., Any], in_axes: tuple[int | None, ...], mesh: M
     specs = tuple(P(JOB_AXIS) if axis == 0 else P() for axis in in_axes)
     per_device = jax.shard_map(transfer.each_job(fn, in_axes), mesh=mesh, in_specs=specs, out_specs=P(JOB_AXIS),
                                check_vma=False)
-    return jax.jit(per_device, donate_argnums=donate)
+
+    def named(*args: Any) -> Any:
+        return per_device(*args)
+
+    named.__name__ = name  # the compiled program's name (logs, the compilation cache's entries: jit_chunk-...)
+    return jax.jit(named, donate_argnums=donate)
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,13 +86,13 @@ def _batched(name: str, problem: transfer.Problem, mesh: Mesh, settings: transfe
     """The compiled per-device function ``name`` of a batch (cached per problem, settings and mesh)."""
     if name == "chunk":
         return _on_devices(functools.partial(chunk_report, problem, settings, length), (0, None, 0, 0, None), mesh,
-                           (0,))
+                           name, (0,))
     fn, axes = {
         "targets": (transfer.targets, (None, 0, 0)),
         "norms": (transfer.gradient_norms, (None, 0, None, None, None)),
         "energy": (_energy_at, (None, 0, 0, 0, None, 0)),
     }[name]
-    return _on_devices(functools.partial(fn, problem), axes, mesh)
+    return _on_devices(functools.partial(fn, problem), axes, mesh, name)
 
 
 class Keys(NamedTuple):
@@ -289,20 +294,46 @@ class Progress:
 
 @dataclasses.dataclass
 class Placement:
-    """Where a batch's arrays go: the job axis is split over ``mesh``'s ``"jobs"`` axis (default: the default
-    device alone), the shared arrays (parameters, keys) are replicated."""
+    """Where a run's arrays go: the job axis split over ``mesh``'s ``"jobs"`` axis (default: the default device
+    alone), the shared arrays (parameters, keys) replicated; or, with ``image`` (a single run's
+    :class:`nst_jax.shard.ImageRows`, ``--shard_image``), the image's rows split over its mesh, the run's
+    compiled functions then being that layout's."""
 
     mesh: Mesh | None = None
+    image: Any = None
 
     def __post_init__(self) -> None:
         if self.mesh is None:
             self.mesh = Mesh(np.asarray(jax.devices()[:1]), (JOB_AXIS,))
 
     def stacked(self, tree: Any) -> Any:
+        if self.image is not None:
+            return self.image.put(tree)
         return jax.device_put(tree, NamedSharding(self.mesh, P(JOB_AXIS)))
 
     def replicated(self, tree: Any) -> Any:
+        if self.image is not None:
+            return self.image.replicated(tree)
         return jax.device_put(tree, NamedSharding(self.mesh, P()))
+
+    def host(self, tree: Any) -> Any:
+        """Placed arrays on the host (NumPy), an image split by rows cut back to the image's rows."""
+        return jax.device_get(tree) if self.image is None else self.image.host(tree)
+
+    def function(self, name: str, problem: transfer.Problem) -> Callable[..., Any]:
+        """The compiled per-job function ``name`` (``targets``, ``norms`` or ``energy``) for this placement."""
+        if self.image is None:
+            return _batched(name, problem, self.mesh)
+        rows = self.image
+        fn = {"targets": rows.targets, "norms": rows.gradient_norms, "energy": rows.energy}[name]
+        return functools.partial(fn, problem)
+
+    def compile_chunk(self, problem: transfer.Problem, settings: transfer.StepSettings, length: int,
+                      *args: Any) -> Any:
+        """The compiled :func:`chunk_report` of one job per device (or of the image split by rows)."""
+        if self.image is not None:
+            return self.image.compile_chunk(problem, settings, length, *args)
+        return _batched("chunk", problem, self.mesh, settings, length).lower(*args).compile()
 
 
 def run(
@@ -334,16 +365,17 @@ def run(
         raise ValueError("only a single run resumes from a checkpoint")
     started = time.time()
     place = placement or Placement()
+    if place.image is not None:
+        problem = place.image.problem(problem)
     s = _setup(problem, settings, jobs, weights, place, resume)
     t0 = time.time()
-    compiled = _batched("chunk", problem, place.mesh, settings, length).lower(
-        s.state, s.params, s.tgt, s.scales, s.loop_key).compile()
+    compiled = place.compile_chunk(problem, settings, length, s.state, s.params, s.tgt, s.scales, s.loop_key)
     compile_s = time.time() - t0
 
     start_step = 0 if s.resumed is None else int(s.resumed.state.step)
     before_s = 0.0 if s.resumed is None else s.resumed.run_s
     names = ["total", *transfer.term_names(problem)]
-    x0_host = np.asarray(s.state.x)
+    x0_host = np.asarray(place.host(s.state.x))
     trackers = [Tracker(names, jobs[0].config.log_every, x0_host[j], start_step,
                         None if s.resumed is None else s.resumed.history) for j in range(len(jobs))]
     run_t0 = time.time()
@@ -408,15 +440,15 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
     c, st = place.stacked(np.stack(contents)), [place.stacked(np.stack(s)) for s in styles]
 
     t0 = time.time()
-    tgt = _batched("targets", problem, place.mesh)(params, c, st)
+    tgt = place.function("targets", problem)(params, c, st)
     base = transfer.paper_scales(problem, weights.params, x0s[0])
     if resumed is not None:
         factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy
     elif cfg.balance == "auto":
         x_ref = image.preprocess(jax.random.uniform(k.ref, jobs[0].content.shape, jnp.float32), source)
         base_arrays = {key: jnp.float32(v) for key, v in base.items()}
-        norms = _batched("norms", problem, place.mesh)(params, tgt, place.replicated(base_arrays),
-                                                       place.replicated(x_ref), balance_key)
+        norms = place.function("norms", problem)(params, tgt, place.replicated(base_arrays),
+                                                 place.replicated(x_ref), balance_key)
         factors = [transfer.balance_factors(row) for row in np.asarray(norms)]
     else:
         factors = [[1.0] * len(problem.terms) for _ in jobs]
@@ -442,13 +474,15 @@ def _loop(compiled: Any, s: _Setup, trackers: list[Tracker], steps: int, batched
     run_t0 = time.time()
     while any_live():
         s.state, terms, now = compiled(s.state, s.params, s.tgt, s.scales, s.loop_key)
-        terms, now, x_host, host_steps = jax.device_get((terms, now, s.state.x, s.state.step))
+        terms, now, host_steps = jax.device_get((terms, now, s.state.step))
+        x_host = s.place.host(s.state.x)
         for j, tracker in enumerate(trackers):
             if tracker.nonfinite is None:
                 tracker.absorb({n: v[j] for n, v in terms.items()}, int(host_steps[j]), x_host[j],
                                {n: float(v[j]) for n, v in now.items()})
         if after_chunk is not None and any(t.nonfinite is None for t in trackers):
-            state = s.state if batched else jax.tree.map(lambda a: a[0], s.state)
+            state = s.state if s.place.image is None else s.place.host(s.state)
+            state = state if batched else jax.tree.map(lambda a: a[0], state)
             if after_chunk(Chunk(state, trackers, s.loop_key, s.factors, time.time() - run_t0, start_step, before_s)):
                 return any_live(), np.asarray(s.state.stopped)
     return False, np.asarray(s.state.stopped)
@@ -461,7 +495,7 @@ def _final_losses(problem: transfer.Problem, s: _Setup, trackers: list[Tracker])
         return [None if t.nonfinite is not None else dict(t.current) for t in trackers]
     x_final = s.place.stacked(np.stack([t.last_finite for t in trackers]))
     steps = s.place.stacked(np.asarray([t.step for t in trackers], np.int32))
-    value, final = jax.device_get(_batched("energy", problem, s.place.mesh)(
+    value, final = jax.device_get(s.place.function("energy", problem)(
         s.params, s.tgt, s.scales, x_final, s.loop_key, steps))
     out: list[dict[str, float] | None] = []
     for j, t in enumerate(trackers):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import checkpoint, color, demo, image, job, transfer
+from nst_jax import checkpoint, color, demo, image, job, shard, transfer
 from nst_jax import config as cfg_lib
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ImageError, UserError
@@ -258,9 +258,16 @@ def _run_scale(
                             history=tracker.history, scale=scale, run_s=c.before_s + c.elapsed_s)
         return stop_now
 
-    ((result, record),) = job.run(problem, settings, length, [job_inputs], weights,
+    placement = None
+    if config.shard_image:  # one image's rows over all local devices (nst_jax.shard)
+        rows = shard.over(jax.local_devices(), problem, content_rgb.shape)
+        placement = job.Placement(image=rows)
+    ((result, record),) = job.run(problem, settings, length, [job_inputs], weights, placement=placement,
                                   resume=resume_from if checkpoint_path and resume else None,
                                   after_chunk=after_chunk)
+    if placement is not None:
+        record["shard_image"] = {"devices": rows.devices, "rows": rows.rows, "padded_rows": rows.padded,
+                                 "rows_per_device": rows.padded // rows.devices}
     if record["status"] == "interrupted":
         err = Interrupted(f"interrupted at step {record['steps_run']}; checkpoint {checkpoint_path}; continue "
                           f"with --resume")

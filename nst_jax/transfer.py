@@ -54,6 +54,7 @@ class Problem:
     remat: bool = False  # rematerialise VGG blocks in the backward pass (memory for compute)
     dtype: str = "float32"  # VGG compute dtype, "float32" or "bfloat16"; losses stay float32
     strips: int = 1  # > 1: VGG blocks 1-2 in this many horizontal strips (nst_jax.strips), for memory
+    shard_rows: int = 0  # > 1: the image's rows are sharded over this many devices (nst_jax.shard)
 
     def extract(self, params: Any, images: jax.Array, layers: Sequence[str], **options: Any
                 ) -> dict[str, jax.Array]:
@@ -68,8 +69,26 @@ class Problem:
 
 
 def features(problem: Problem, params: Any, x: jax.Array) -> dict[str, jax.Array]:
-    """(H, W, 3) preprocessed image -> {layer: (h, w, C)} at the problem's layers."""
+    """(H, W, 3) preprocessed image -> {layer: (h, w, C)} at the problem's layers.
+
+    With ``shard_rows`` > 1 the network runs on the image padded with zero rows to :func:`aligned_rows`, the
+    padding set to 0 after every layer (``image_rows``, as :mod:`nst_jax.strips` does), and each activation is
+    cut back to the image's rows: the same values, but every device's share of rows stays whole at every
+    pooling, so the SPMD partitioner splits every convolution by rows (a 35-row image over 8 devices would
+    otherwise leave blocks 2-5 replicated on every device)."""
+    if problem.shard_rows > 1:
+        rows = x.shape[0]
+        x = jnp.pad(x, ((0, aligned_rows(problem, rows) - rows), (0, 0), (0, 0)))
+        feats = problem.extract(params, x[None], problem.layers, image_rows=rows)
+        return {k: v[0, : rows >> vgg.level(k)] for k, v in feats.items()}
     return {k: v[0] for k, v in problem.extract(params, x[None], problem.layers).items()}
+
+
+def aligned_rows(problem: Problem, rows: int) -> int:
+    """``rows`` rounded up to a multiple of ``shard_rows * 2**p``, p the poolings up to the problem's deepest
+    layer: the padded image's rows split into equal shares that stay whole down to that layer."""
+    unit = max(problem.shard_rows, 1) * 2 ** max(vgg.level(name) for name in problem.layers)
+    return -(-rows // unit) * unit
 
 
 def targets(problem: Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array]) -> dict[str, Any]:

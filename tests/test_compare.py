@@ -46,8 +46,11 @@ def test_compare_writes_results_sheet_curves_and_metrics(random_weights, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("sheet.png", "losses.png", "metrics.md", "metrics.json", "summary.json", "gram.png", "swd.json",
-                 "w2_coral.png"):
+                 "w2+coral.png"):
         assert (out / name).is_file(), name
+    record = json.loads((out / "gram.json").read_text())
+    assert record["losses"]["step"][-1] == 3  # the curves reach the final step
+    assert record["losses"]["total"][-1] == record["final_losses"]["total"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["rows"]) == ["gram", "swd", "w2+coral"]
     assert metrics["columns"] == [*losses.METHODS, "content"]

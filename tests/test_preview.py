@@ -101,7 +101,7 @@ def test_series_per_method_per_scale_and_thinned():
     for step in range(1, 2 * preview.MAX_POINTS + 2):
         page.progress(Progress(step, 10**6, {"total": 1.0}, 1.0))
     series = page.state()["series"]
-    assert [s["label"] for s in series] == ["gram", "gram, scale 2", "bn"]
+    assert [s["label"] for s in series] == ["gram", "gram, scale 2", "bn"]  # begin() named the first scale's
     assert series[0]["step"] == [2, 4, 6] and series[1]["step"] == [2]
     assert len(series[2]["step"]) <= preview.MAX_POINTS and series[2]["step"][-1] == 2 * preview.MAX_POINTS + 1
     assert len(series[2]["terms"]["total"]) == len(series[2]["step"])
@@ -119,7 +119,7 @@ def test_on_image_after_every_chunk_of_every_scale(random_weights, tmp_path):
     page = preview.Preview()  # the Python API's use of the page (not served here)
     result, _ = runner.stylize(None, None, c, should_stop=page.should_stop,
                                on_image=cli.tee(lambda step, rgb: seen.append((step, rgb.copy())), page.image),
-                               progress=cli.tee(lambda step, *_: steps_seen.append(step), page.progress))
+                               progress=cli.tee(lambda p: steps_seen.append(p.step), page.progress))
     assert [s for s, _ in seen] == [2, 4, 2, 4] == steps_seen  # chunk 2, steps 4, at each of 2 scales
     assert all(rgb.dtype == np.float32 and rgb.ndim == 3 and rgb.shape[-1] == 3 for _, rgb in seen)
     assert seen[0][1].shape[0] * 2 == seen[-1][1].shape[0] == result.shape[0]
@@ -127,7 +127,7 @@ def test_on_image_after_every_chunk_of_every_scale(random_weights, tmp_path):
     assert not np.array_equal(seen[2][1], seen[3][1])
     state = page.state()
     assert state["image"] == 4 and state["image_shape"] == list(result.shape[:2]) and state["step"] == 4
-    assert [(s["label"], s["step"]) for s in state["series"]] == [("run", [2, 4]), ("run, scale 2", [2, 4])]
+    assert [(s["label"], s["step"]) for s in state["series"]] == [("run, scale 1", [2, 4]), ("run, scale 2", [2, 4])]
     shown = np.asarray(Image.open(BytesIO(page.png()[1])))  # the page's PNG of the last image: the result
     np.testing.assert_array_equal(shown, (result * 255.0 + 0.5).astype(np.uint8))
 
