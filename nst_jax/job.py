@@ -165,7 +165,8 @@ class Tracker:
 class JobInputs:
     """One job's images at the run's size (after any colour transform) and what the record says of them.
 
-    ``init_rgb``: the starting image (a coarse-to-fine run's previous scale); ``None``: ``config.init``."""
+    ``init_rgb``: the starting image (a coarse-to-fine run's previous scale); ``None``: ``config.init``.
+    ``masks``: spatial control at this size (:class:`nst_jax.masks.RunMasks`), or ``None``."""
 
     config: Any
     content: np.ndarray
@@ -173,6 +174,7 @@ class JobInputs:
     content_desc: str
     style_descs: list[str]
     init_rgb: np.ndarray | None = None
+    masks: Any = None
 
     def check_sizes(self, problem: transfer.Problem) -> None:
         """ImageError when the content or a style is too small for the problem's deepest layer."""
@@ -308,7 +310,12 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
         balance_key, c, st, x0 = k.balance, contents[0], [s[0] for s in styles], x0s[0]
 
     t0 = time.time()
-    tgt = (_TARGETS_BATCHED if batched else _TARGETS)(problem, params, c, st)
+    if batched:
+        if any(j.masks is not None for j in jobs):
+            raise ValueError("masks are for single runs, not batches")
+        tgt = _TARGETS_BATCHED(problem, params, c, st)
+    else:
+        tgt = _TARGETS(problem, params, c, st, None if jobs[0].masks is None else jobs[0].masks.arrays())
     base = transfer.paper_scales(problem, params, x0s[0])
     if resumed is not None:
         factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy
@@ -410,6 +417,8 @@ def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.W
     }
     if tracker.nonfinite is not None:
         record["nonfinite"] = {"step": tracker.nonfinite[0], "terms": tracker.nonfinite[1]}
+    if job.masks is not None:
+        record["regions"] = job.masks.record(final)
     return record
 
 
