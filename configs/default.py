@@ -25,6 +25,10 @@ def get_config() -> config_dict.ConfigDict:
     c.style_blend = ""  # several styles (--style=a.jpg,b.jpg): mixture weights, e.g. "0.3,0.7"; empty: equal
     c.preserve_colors = "none"  # "luminance" (content's chroma kept) or "histogram" (style recoloured)
     c.scales = 1  # coarse to fine: this many sizes, each twice the last, ending at `size`
+    # Spatial control (nst_jax.masks): label images, each colour a region aligned with the same colour's style.
+    c.content_mask = ""  # the content's label image; empty: no masks
+    c.style_mask = ""  # one label image per style, comma-separated in the order of `style`
+    c.mask_fallback = "none"  # content colours with no style region: "none" (no style loss) or "whole" (whole style)
 
     # Network.
     c.weights = ""  # a file from `python -m weights_converter`; empty: the cached torchvision file

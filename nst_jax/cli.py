@@ -65,6 +65,11 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
             "images, the same result (gram, linear, bn, w2, coral, poly at relu1_1/relu2_1)."),
     RunFlag("shard_image", "bool", "Split one image's rows over all local devices (its memory and work), the "
             "same result as one device; not with --strips, nor in batch mode."),
+    RunFlag("content_mask", "string", "Spatial control: a label image of the content, each colour a region styled "
+            "like the same colour of --style_mask."),
+    RunFlag("style_mask", "string", "Label images of the styles, comma-separated, one per --style image."),
+    RunFlag("mask_fallback", "enum:none|whole", "Content colours with no style region: no style loss (none) or the "
+            "whole style (whole)."),
 )
 """The flags of ``python -m nst_jax.main`` that override config fields; ``compare`` takes some of them."""
 
@@ -262,6 +267,9 @@ def run_batch(
     try:
         if not output_dir:
             raise UserError("batch mode needs --output_dir")
+        if config.get("content_mask") or config.get("style_mask"):
+            raise UserError("--content_mask/--style_mask: batch mode does not take masks (a mask fits one content "
+                            "image); run each content image as a single run")
         if os.path.realpath(output_dir) == os.path.realpath(content_dir):
             raise UserError(f"--output_dir={output_dir}: must differ from --content_dir (outputs would become "
                             f"inputs of the next run)")

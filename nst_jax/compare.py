@@ -25,7 +25,8 @@ from nst_jax.errors import ConfigError, UserError
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEFAULT_METHODS = "gram,linear,poly,gaussian,bn,swd,w2,coral,mkmmd,linear+gaussian,bn+poly"
-COMPARE_RUN_FLAGS = ("content", "style", "size", "steps", "weights", "seed")
+COMPARE_RUN_FLAGS = ("content", "style", "size", "steps", "weights", "seed", "content_mask", "style_mask",
+                     "mask_fallback")
 
 config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Base run configuration.",
                                 lock_config=True)

@@ -141,12 +141,15 @@ def check(config: Any) -> None:
         raise ConfigError(f"--layer_weights={config.layer_weights}: {len(layer_weights)} weight(s) for "
                           f"{len(csv(config.style_layers))} style layer(s)")
     terms = parse_terms(config)
+    check_masks(config, terms)
     positive_int("strips", config.strips)
     if not isinstance(config.shard_image, bool):
         raise ConfigError(f"--shard_image={config.shard_image}: expected true or false")
     if config.shard_image and config.strips > 1:
         raise ConfigError(f"--shard_image with --strips={config.strips}: not combined (a strip's rows would cut "
                           f"across the devices' shares); use one of them")
+    if config.shard_image and config.get("content_mask", ""):
+        raise ConfigError("--shard_image with --content_mask: masked runs are not split over devices yet; drop one")
     head = strips.head(csv(config.style_layers))
     if config.strips > 1 and head:
         for t in terms:
@@ -156,6 +159,25 @@ def check(config: Any) -> None:
                     f"{head[0]}'s samples at once; strips work with the methods computed from sums ("
                     f"{', '.join(n for n, cls in losses.REGISTRY.items() if cls().streamable)}; poly with d=2, "
                     f"full or unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+
+
+def check_masks(config: Any, terms: Sequence[losses.StyleTerm]) -> None:
+    """The spatial-control fields: masks need a style, a style mask needs a content mask, and every method must
+    take sample weights (all built-in ones do)."""
+    content_mask, style_mask = config.get("content_mask", ""), config.get("style_mask", "")
+    fallback = config.get("mask_fallback", "none")
+    if fallback not in ("none", "whole"):
+        raise ConfigError(f"--mask_fallback={fallback}: expected one of none, whole")
+    if not (content_mask or style_mask):
+        return
+    if not config.style:
+        raise ConfigError("--content_mask/--style_mask need --style: masks split a style image you give into regions")
+    if style_mask and not content_mask:
+        raise ConfigError("--style_mask needs --content_mask: the content's regions say where each style region goes")
+    for t in terms:
+        if not t.method.takes_weights:
+            raise ConfigError(f"--content_mask: the {t.name} method takes no sample weights, so it cannot align "
+                              f"regions")
 
 
 def check_official_run(config: Any) -> None:

@@ -88,7 +88,7 @@ def _batched(name: str, problem: transfer.Problem, mesh: Mesh, settings: transfe
         return _on_devices(functools.partial(chunk_report, problem, settings, length), (0, None, 0, 0, None), mesh,
                            name, (0,))
     fn, axes = {
-        "targets": (transfer.targets, (None, 0, 0)),
+        "targets": (transfer.targets, (None, 0, 0, None)),  # masks (spatial control): single runs only
         "norms": (transfer.gradient_norms, (None, 0, None, None, None)),
         "energy": (_energy_at, (None, 0, 0, 0, None, 0)),
     }[name]
@@ -221,7 +221,8 @@ class Tracker:
 class JobInputs:
     """One job's images at the run's size (after any colour transform) and what the record says of them.
 
-    ``init_rgb``: the starting image (a coarse-to-fine run's previous scale); ``None``: ``config.init``."""
+    ``init_rgb``: the starting image (a coarse-to-fine run's previous scale); ``None``: ``config.init``.
+    ``masks``: spatial control at this size (:class:`nst_jax.masks.RunMasks`), or ``None``."""
 
     config: Any
     content: np.ndarray
@@ -229,6 +230,7 @@ class JobInputs:
     content_desc: str
     style_descs: list[str]
     init_rgb: np.ndarray | None = None
+    masks: Any = None
 
     def check_sizes(self, problem: transfer.Problem) -> None:
         """ImageError when the content or a style is too small for the problem's deepest layer."""
@@ -363,6 +365,8 @@ def run(
         raise ValueError(f"a run that is not batched takes one job, got {len(jobs)}")
     if batched and resume is not None:
         raise ValueError("only a single run resumes from a checkpoint")
+    if batched and any(j.masks is not None for j in jobs):
+        raise ValueError("masks are for single runs, not batches")
     started = time.time()
     place = placement or Placement()
     if place.image is not None:
@@ -440,7 +444,8 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
     c, st = place.stacked(np.stack(contents)), [place.stacked(np.stack(s)) for s in styles]
 
     t0 = time.time()
-    tgt = place.function("targets", problem)(params, c, st)
+    masks = None if jobs[0].masks is None else place.replicated(jobs[0].masks.arrays())
+    tgt = place.function("targets", problem)(params, c, st, masks)
     base = transfer.paper_scales(problem, weights.params, x0s[0])
     if resumed is not None:
         factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy
@@ -536,6 +541,8 @@ def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.W
     }
     if tracker.nonfinite is not None:
         record["nonfinite"] = {"step": tracker.nonfinite[0], "terms": tracker.nonfinite[1]}
+    if job.masks is not None:
+        record["regions"] = job.masks.record(final)
     return record
 
 

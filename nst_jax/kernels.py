@@ -96,9 +96,13 @@ def pairwise_sum(
     y: jax.Array,
     block_size: int = 512,
     exclude_diagonal: bool = False,
+    *,
+    row_weights: jax.Array | None = None,
+    col_weights: jax.Array | None = None,
     **params: Any,
 ) -> jax.Array:
-    """sum_{i, j} k(x_i, y_j) over all pairs, without an M x M' matrix.
+    """sum_{i, j} k(x_i, y_j) over all pairs, without an M x M' matrix; with ``row_weights`` (M,) and
+    ``col_weights`` (M',), sum_{i, j} row_weights_i col_weights_j k(x_i, y_j) (weighted samples, both given).
 
     The rows of ``x`` are padded with zeros to a multiple of ``block_size`` and cut into blocks; ``lax.map``
     walks the blocks, and inside one the vmapped kernel gives a (block_size, M') tile that is masked (padding
@@ -113,6 +117,7 @@ def pairwise_sum(
       block_size: rows of ``x`` per tile (capped at M, so small inputs are not padded to a large block).
       exclude_diagonal: leave out the i == j terms (the U-statistic); needs x and y of the same shape and
         means "x and y are the same sample".
+      row_weights, col_weights: per-sample weights of x and y (:mod:`nst_jax.losses.weighted`), or None.
       **params: the kernel's keyword parameters (``c``, ``d``, ``gamma``).
 
     Returns:
@@ -130,6 +135,9 @@ def pairwise_sum(
     starts = jnp.arange(nb) * bs
     cols = jnp.arange(y.shape[0])
     tile = jax.vmap(jax.vmap(lambda a, b: kernel(a, b, **params), (None, 0)), (0, None))
+    if row_weights is not None:
+        return _weighted_pairwise_sum(tile, blocks, starts, bs, cols, exclude_diagonal, y,
+                                      jnp.pad(row_weights, (0, nb * bs - m)).reshape(nb, bs), col_weights)
 
     @jax.checkpoint
     def block_sum(args: tuple[jax.Array, jax.Array]) -> jax.Array:
@@ -143,3 +151,22 @@ def pairwise_sum(
     if nb == 1:  # one tile: no loop to compile
         return block_sum((blocks[0], starts[0]))
     return jnp.sum(lax.map(block_sum, (blocks, starts)))
+
+
+def _weighted_pairwise_sum(tile: Any, blocks: jax.Array, starts: jax.Array, bs: int, cols: jax.Array,
+                           exclude_diagonal: bool, y: jax.Array, row_blocks: jax.Array, col_weights: jax.Array
+                           ) -> jax.Array:
+    """:func:`pairwise_sum` with each tile multiplied by the outer product of its rows' and columns' weights
+    (padding rows have weight 0)."""
+
+    @jax.checkpoint
+    def block_sum(args: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        xb, wb, start = args
+        weighted = tile(xb, y) * wb[:, None] * col_weights[None, :]
+        if exclude_diagonal:
+            weighted = jnp.where((start + jnp.arange(bs))[:, None] != cols[None, :], weighted, 0.0)
+        return jnp.sum(weighted)
+
+    if blocks.shape[0] == 1:
+        return block_sum((blocks[0], row_blocks[0], starts[0]))
+    return jnp.sum(lax.map(block_sum, (blocks, row_blocks, starts)))

@@ -7,6 +7,7 @@ optimisation (:mod:`nst_jax.transfer`). Nothing here prints: progress goes to an
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import checkpoint, color, demo, image, job, shard, transfer
+from nst_jax import checkpoint, color, demo, image, job, masks, shard, transfer
 from nst_jax import config as cfg_lib
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ImageError, UserError
@@ -111,6 +112,8 @@ def stylize(
     should_stop: Callable[[], bool] | None = None,
     on_ready: Callable[[], None] | None = None,
     on_image: SnapshotFn | None = None,
+    content_mask: str | None = None,
+    style_mask: str | list[str] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stylises ``content`` with ``style``.
 
@@ -131,6 +134,8 @@ def stylize(
       on_image: called after every chunk of every scale with (step within the scale, the current image,
         (H, W, 3) float32 RGB in [0, 1], as optimised: before colour preservation's recombination and the
         final denoising), for live previews (:mod:`nst_jax.preview`).
+      content_mask, style_mask: spatial control (:mod:`nst_jax.masks`): label-image paths (the style masks a
+        list or comma-separated, one per style); default ``config.content_mask`` and ``config.style_mask``.
 
     With ``config.scales`` = K > 1 the run is coarse to fine: K sizes, each twice the last, ending at the
     content size; each scale runs ``config.steps`` steps and starts from the previous result upsampled.
@@ -142,6 +147,13 @@ def stylize(
       UserError: bad inputs or config (one-line message); NonFiniteLoss carries the last finite image in
         ``.image`` and the partial record in ``.record``.
     """
+    if content_mask is not None or style_mask is not None:
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            if content_mask is not None:
+                config.content_mask = content_mask
+            if style_mask is not None:
+                config.style_mask = style_mask if isinstance(style_mask, str) else ",".join(style_mask)
     cfg_lib.check(config)
     config = cfg_lib.with_default_steps(config)
     started = time.time()
@@ -157,6 +169,7 @@ def stylize(
     styles_full = [_input(one, "style") for one in style_inputs(style)]
     blend = cfg_lib.blend_weights(config, len(styles_full))
     sizes = scale_sizes(size, int(config.scales))
+    run_masks = _masks_per_scale(config, content_full, [rgb for rgb, _ in styles_full], sizes, size, blend)
     resume_scale = None
     if checkpoint_path and config.resume:
         resume_scale = checkpoint.scale_of(checkpoint_path)
@@ -169,7 +182,8 @@ def stylize(
         run_content, run_styles = colour_inputs(config.preserve_colors, content_rgb, style_rgbs)
         init_rgb = None if result is None else image.resize(result, content_rgb.shape[:2])
         last = k == len(sizes) - 1
-        inputs = job.JobInputs(config, run_content, run_styles, content_desc, [d for _, d in styles_full], init_rgb)
+        inputs = job.JobInputs(config, run_content, run_styles, content_desc, [d for _, d in styles_full], init_rgb,
+                               run_masks[k])
         try:
             result, record = _run_scale(
                 inputs, config, weights, blend, scale=k, scales=len(sizes), progress=progress,
@@ -192,7 +206,29 @@ def stylize(
         preserve_colors=config.preserve_colors,
         style={"inputs": [d for _, d in styles_full], "blend": blend, "size": record["style"]["size"]},
     )
+    if config.get("content_mask"):
+        record["masks"] = {"content": config.content_mask, "style": cfg_lib.csv(config.style_mask),
+                           "fallback": config.mask_fallback, "regions_used": run_masks[-1] is not None}
     return result, record
+
+
+def _masks_per_scale(config: Any, content_full: np.ndarray, styles_full: list[np.ndarray], sizes: list[int],
+                     size: int, blend: tuple[float, ...]) -> list[masks.RunMasks | None]:
+    """Each scale's masks (:mod:`nst_jax.masks`), all checked before the first step; ``None`` per scale without
+    masks, or when the masks are one region covering everything with every whole style as its style (the
+    unmasked problem, run by the unmasked code)."""
+    if not config.get("content_mask"):
+        return [None] * len(sizes)
+    read = masks.load(config.content_mask, cfg_lib.csv(config.style_mask), content_full.shape[:2],
+                      [rgb.shape[:2] for rgb in styles_full], config.mask_fallback)
+    if read.trivial:
+        return [None] * len(sizes)
+    layers = cfg_lib.csv(config.style_layers)
+    out = []
+    for size_k in sizes:
+        content_rgb, style_rgbs = resized_inputs(content_full, styles_full, size_k, config, factor=size_k / size)
+        out.append(read.at(content_rgb.shape[:2], [s.shape[:2] for s in style_rgbs], layers, blend))
+    return out
 
 
 def _finish_colour(config: Any, rgb: np.ndarray, content_full: np.ndarray, size: int) -> np.ndarray:
@@ -221,6 +257,8 @@ def _run_scale(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One optimisation at one size (:func:`nst_jax.job.run`) with progress, snapshots and checkpoints."""
     problem = cfg_lib.problem(config, blend)
+    if job_inputs.masks is not None:
+        problem = dataclasses.replace(problem, regions=job_inputs.masks.names)
     content_rgb, style_rgbs = job_inputs.content, job_inputs.styles
     job_inputs.check_sizes(problem)
     if on_ready is not None:
@@ -228,7 +266,8 @@ def _run_scale(
     settings = cfg_lib.step_settings(config, weights.source)
     length = cfg_lib.chunk_length(config, (config.save_every, config.checkpoint_every if checkpoint_path else 0))
     fp = checkpoint.fingerprint(
-        dict(config.to_dict(), scale=scale), weights.sha256, content_rgb.shape[:2],
+        dict(config.to_dict(), scale=scale, **({} if job_inputs.masks is None else {"masks": job_inputs.masks.digest})),
+        weights.sha256, content_rgb.shape[:2],
         [rgb.shape[:2] for rgb in style_rgbs], checkpoint.array_sha256(content_rgb),
         [checkpoint.array_sha256(rgb) for rgb in style_rgbs],
     )

@@ -113,8 +113,10 @@ class ImageRows:
     # The run's compiled functions, with the signatures of :mod:`nst_jax.job`'s per-job ones: a job axis of one
     # on the job's arrays (images, targets, multipliers, state), none on the shared ones (parameters, keys).
 
-    def targets(self, problem: transfer.Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array]
-                ) -> dict[str, Any]:
+    def targets(self, problem: transfer.Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array],
+                masks: None = None) -> dict[str, Any]:
+        if masks is not None:
+            raise ValueError("masks (spatial control) are not split over devices")  # config.check says so first
         return _TARGETS(self, problem, *self.put((params, content, list(styles))))
 
     def gradient_norms(self, problem: transfer.Problem, params: Any, tgt: Any, base: Any, x_ref: jax.Array,

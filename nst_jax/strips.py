@@ -99,6 +99,7 @@ def forward(
     content_targets: Mapping[str, jax.Array],
     style_terms: Mapping[str, tuple[Sequence[losses.StyleTerm], Sequence[Mapping[str, jax.Array]]]],
     keep_end: bool,
+    region_weights: Mapping[str, jax.Array] | None = None,
 ) -> tuple[jax.Array | None, dict[str, jax.Array], dict[str, losses.SampleSums]]:
     """Blocks 1-2 of one image, strip by strip.
 
@@ -109,6 +110,9 @@ def forward(
       content_targets: {layer in blocks 1-2: (h, w, C) the content's activation}.
       style_terms: {layer in blocks 1-2: (its streamable terms, their targets)}.
       keep_end: whether to return pool2's output (the input of the rest of the network).
+      region_weights: a masked run's {layer in blocks 1-2: (R, h, w)} region weights; each layer's terms then
+        have targets stacked per region, and its sums are per region (weighted), added over strips like the
+        unmasked ones, with the regions' weight sums as counts (:mod:`nst_jax.losses.regions`).
 
     Returns:
       (pool2 output (H // 4, W // 4, 128) or None, {layer: sum (F - P)^2} per content layer,
@@ -121,6 +125,11 @@ def forward(
     padded_content = {
         name: jnp.pad(t, ((0, (p.count * p.strip >> vgg.level(name)) - t.shape[0]), (0, 0), (0, 0)))
         for name, t in content_targets.items()
+    }
+
+    padded_regions = {
+        name: jnp.pad(w, ((0, 0), (0, (p.count * p.strip >> vgg.level(name)) - w.shape[1]), (0, 0)))
+        for name, w in (region_weights or {}).items()
     }
 
     @jax.checkpoint  # the backward pass recomputes one strip at a time instead of keeping all strips' activations
@@ -143,13 +152,21 @@ def forward(
             level = vgg.level(name)
             image_row = i * (p.strip >> level) + jnp.arange(f.shape[0])
             weights = jnp.repeat((image_row < p.rows >> level).astype(f.dtype), f.shape[1])
-            sums[name] = losses.sample_sums(terms, losses.to_samples(f), targets, weights)
+            if name in padded_regions:
+                rows = p.strip >> level
+                w = lax.dynamic_slice_in_dim(padded_regions[name], i * rows, rows, axis=1).reshape(
+                    padded_regions[name].shape[0], -1) * weights[None, :]
+                sums[name] = jax.vmap(lambda t, wr, f=f, terms=terms: losses.sample_sums(
+                    terms, losses.to_samples(f), t, wr, weighted=True))(list(targets), w)
+            else:
+                sums[name] = losses.sample_sums(terms, losses.to_samples(f), targets, weights)
         return (interior(HEAD_END) if keep_end else None), content, sums
 
     end, content, sums = lax.map(one, jnp.arange(p.count))
     if keep_end:
         end = end.reshape((-1,) + end.shape[2:])[: p.rows >> HEAD_BLOCKS]
     counts = {name: (p.rows >> vgg.level(name)) * (x.shape[1] >> vgg.level(name)) for name in style_terms}
+    counts.update({name: jnp.sum(w.reshape(w.shape[0], -1), axis=1) for name, w in (region_weights or {}).items()})
     return (
         end,
         {name: jnp.sum(v) for name, v in content.items()},

@@ -55,6 +55,8 @@ class Problem:
     dtype: str = "float32"  # VGG compute dtype, "float32" or "bfloat16"; losses stay float32
     strips: int = 1  # > 1: VGG blocks 1-2 in this many horizontal strips (nst_jax.strips), for memory
     shard_rows: int = 0  # > 1: the image's rows are sharded over this many devices (nst_jax.shard)
+    # Spatial control (nst_jax.masks): the colours of the content regions with a style loss; () is no masks.
+    regions: tuple[str, ...] = ()
 
     def extract(self, params: Any, images: jax.Array, layers: Sequence[str], **options: Any
                 ) -> dict[str, jax.Array]:
@@ -91,14 +93,26 @@ def aligned_rows(problem: Problem, rows: int) -> int:
     return -(-rows // unit) * unit
 
 
-def targets(problem: Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array]) -> dict[str, Any]:
+def targets(problem: Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array],
+            masks: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Content features and per-term style statistics, computed once per run.
 
     Several styles are blended as the mixture of their feature distributions with weights ``problem.blend``
-    (:func:`nst_jax.losses.mixture_style_target`).
+    (:func:`nst_jax.losses.mixture_style_target`). With ``problem.regions`` (spatial control), ``masks`` is
+    :meth:`nst_jax.masks.RunMasks.arrays`: each style target is stacked per region
+    (:func:`nst_jax.losses.region_targets`, the blend is in the masks' style weights) and the content regions'
+    weights are kept as ``"regions"``.
     """
     content_feats = problem.extract(params, content[None], problem.content_layers)
     style_feats = [problem.extract(params, s[None], problem.style_layers) for s in styles]
+    if problem.regions:
+        style = {
+            name: [losses.region_targets(t.method, [losses.to_samples(f[name][0]) for f in style_feats],
+                                         masks["style"][name]) for t in problem.terms]
+            for name in problem.style_layers
+        }
+        return {"content": {name: content_feats[name][0] for name in problem.content_layers}, "style": style,
+                "regions": dict(masks["content"])}
     style = {
         name: [
             losses.mixture_style_target(
@@ -134,6 +148,8 @@ def energy(
         content = sum(losses.content_loss(feats[name], tgt["content"][name]) for name in problem.content_layers)
         samples = {name: losses.to_samples(feats[name]) for name in problem.style_layers}
     content = scales["content"] * content
+    if problem.regions:
+        return _region_energy(problem, tgt, scales, x, key, include_tv, content, samples)
     style, per_term = losses.fused_style_loss(
         samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
         key=key, scales=scales["style"],
@@ -142,6 +158,22 @@ def energy(
     terms = {"content": content, "style": style, "tv": tv}
     if len(problem.terms) > 1:
         terms.update({f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)})
+    return content + style + tv, terms
+
+
+def _region_energy(problem: Problem, tgt: Mapping[str, Any], scales: Mapping[str, Any], x: jax.Array,
+                   key: jax.Array, include_tv: bool, content: jax.Array, samples: Mapping[str, Any]
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """:func:`energy` of a masked problem: the style loss per region, each region's part as ``style@<colour>``."""
+    style, per_term, per_region = losses.fused_region_loss(
+        samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
+        tgt["regions"], key=key, scales=scales["style"],
+    )
+    tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
+    terms = {"content": content, "style": style, "tv": tv}
+    if len(problem.terms) > 1:
+        terms.update({f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)})
+    terms.update({f"style@{name}": per_region[r] for r, name in enumerate(problem.regions)})
     return content + style + tv, terms
 
 
@@ -155,6 +187,7 @@ def _strip_features(problem: Problem, params: Any, tgt: Mapping[str, Any], x: ja
         {name: tgt["content"][name] for name in head_content},
         {name: (problem.terms, tgt["style"][name]) for name in head_style},
         keep_end=bool(tail),
+        region_weights={name: tgt["regions"][name] for name in head_style} if problem.regions else None,
     )
     feats = {}
     if tail:
@@ -200,7 +233,8 @@ def gradient_norms(
         parts = [(problem, tgt, {"content": jnp.ones((), jnp.float32), "style": {k: zero for k in base}})]
         for i, term in enumerate(problem.terms):
             single = dataclasses.replace(problem, terms=(dataclasses.replace(term, weight=1.0),))
-            single_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
+            single_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers},
+                          **({"regions": tgt["regions"]} if problem.regions else {})}
             parts.append((single, single_tgt,
                           {"content": zero, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}))
         grads = [jax.grad(lambda x, p=p, t=t, s=s: energy(p, params, t, s, x, key, include_tv=False)[0])(x_ref)
@@ -215,6 +249,12 @@ def gradient_norms(
     def style_of(i):
         def fn(f):
             samples = {n: losses.to_samples(f[n]) for n in problem.style_layers}
+            if problem.regions:
+                return losses.fused_region_loss(
+                    samples, {n: [tgt["style"][n][i]] for n in problem.style_layers},
+                    [dataclasses.replace(problem.terms[i], weight=1.0)], layer_weights, tgt["regions"], key=key,
+                    scales={(0, n): base[(i, n)] for n in problem.style_layers},
+                )[0]
             return losses.fused_style_loss(
                 samples, {n: [tgt["style"][n][i]] for n in problem.style_layers},
                 [dataclasses.replace(problem.terms[i], weight=1.0)], layer_weights, key=key,
@@ -348,6 +388,7 @@ def term_names(problem: Problem) -> list[str]:
     names = ["content", "style", "tv"]
     if len(problem.terms) > 1:
         names += [f"style:{name}" for name in losses.term_names(problem.terms)]
+    names += [f"style@{name}" for name in problem.regions]
     return names
 
 

@@ -15,7 +15,9 @@ By concern:
 * :mod:`~nst_jax.losses.methods`: the style methods as objects (``gram``, ``linear``, ``poly``, ``gaussian``,
   ``bn``, ``swd``, ``w2``, ``coral``, ``mkmmd``), each with its target, loss, strip-wise sums, paper constant
   and blend rule, and their registry;
-* :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles.
+* :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles;
+* :mod:`~nst_jax.losses.weighted`: statistics of weighted samples (one region of an image);
+* :mod:`~nst_jax.losses.regions`: style losses per region (spatial control with masks).
 
 Every name below is importable from ``nst_jax.losses`` itself.
 """
@@ -52,6 +54,7 @@ from nst_jax.losses.methods import (
 )
 from nst_jax.losses.methods import get as get_method
 from nst_jax.losses.mmd import ESTIMATORS, KERNELS, linear_time_pairs, mmd2, mmd2_pairwise, pooled_gamma
+from nst_jax.losses.regions import fused_region_loss, region_losses, region_targets
 from nst_jax.losses.stats import (
     bn_loss,
     bn_stats,
@@ -71,5 +74,6 @@ __all__ = [
     "StyleMethod", "StyleTerm", "bn_loss", "bn_stats", "content_loss", "fused_style_loss", "fused_style_targets",
     "get_method", "gram", "gram_loss", "layer_loss", "linear_time_pairs", "mixture_samples",
     "mixture_style_target", "mmd2", "mmd2_pairwise", "paper_scale", "pooled_gamma", "register", "sample_sums",
-    "streamable", "style_loss", "style_target", "term_names", "to_samples", "total_variation",
+    "streamable", "style_loss", "style_target", "term_names", "to_samples", "total_variation", "fused_region_loss",
+    "region_losses", "region_targets",
 ]

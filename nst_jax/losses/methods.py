@@ -5,6 +5,9 @@ function) and knows everything a run needs of it:
 
 * ``target(y)``: the style side's statistics of one layer, computed once per run (a dict of arrays);
 * ``loss(x, target, key=...)``: the layer's loss of the generated samples x (M, N) against that target;
+* ``target(y, weights=v)``, ``loss(x, target, key=..., weights=w)``: the same for weighted samples, one region
+  of each image (spatial control, :mod:`nst_jax.losses.weighted`, :mod:`nst_jax.losses.regions`); without
+  weights the unweighted code runs, unchanged;
 * ``streamable``, ``sums(x, target, weights)`` and ``loss_from_sums(sums, target)``: whether the loss needs only
   sums over x's rows, which add up over horizontal strips of an image (:mod:`nst_jax.strips`), and how;
 * ``paper_scale(m, n)``: the official code's per-layer constant (lyttonhao/Neural-Style-MMD);
@@ -30,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import kernels
-from nst_jax.losses import mmd
+from nst_jax.losses import mmd, weighted
 from nst_jax.losses.stats import (
     bn_stats,
     bn_term,
@@ -42,7 +45,7 @@ from nst_jax.losses.stats import (
     moments,
     safe_sqrt,
 )
-from nst_jax.losses.wasserstein import psd_sqrt, sliced_wasserstein, w2_from_moments
+from nst_jax.losses.wasserstein import psd_sqrt, random_directions, sliced_wasserstein, w2_from_moments
 
 Target = dict[str, jax.Array]
 
@@ -52,11 +55,12 @@ class SampleSums(NamedTuple):
 
     What the additive methods need of x (M, N) is a sum over its rows, so the sums of disjoint parts of an
     image (horizontal strips, :mod:`nst_jax.strips`) add up to those of the whole; :func:`style_loss` accepts
-    this in place of x. ``count`` is M (a Python int).
+    this in place of x. ``count`` is M (a Python int), or for weighted samples (a region) the sum of the
+    weights (an array).
     """
 
     sums: Mapping[str, jax.Array]
-    count: int
+    count: int | jax.Array
 
 
 def _need(target: Mapping[str, Any], names: Sequence[str], method: str) -> None:
@@ -98,17 +102,30 @@ class StyleMethod:
         """Whether the loss needs only :class:`SampleSums` of x (:meth:`sums`), not x itself."""
         return False
 
-    def target(self, y: jax.Array) -> Target:
-        """Style-side statistics of one layer: y (M', N) -> a dict of arrays (a pytree)."""
+    @property
+    def takes_weights(self) -> bool:
+        """Whether :meth:`target` and :meth:`loss` accept sample ``weights`` (regions, spatial control): every
+        built-in method does; a method added without them works everywhere but in masked runs."""
+        import inspect
+
+        return all("weights" in inspect.signature(f).parameters for f in (self.target, self.loss))
+
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        """Style-side statistics of one layer: y (M', N) -> a dict of arrays (a pytree); with ``weights``
+        (M',), those of the weighted samples (one region)."""
         raise NotImplementedError
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
-        """The layer's loss of x (M, N) against a :meth:`target`: a scalar."""
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
+        """The layer's loss of x (M, N) against a :meth:`target` (built with weights if ``weights`` (M,) is
+        given: then the loss of the weighted samples): a scalar."""
         raise NotImplementedError
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
-        """The sums over the rows of x (M, N) that :meth:`loss_from_sums` needs; ``weights`` (M,) is 1 for rows
-        inside the image and 0 for padding rows (whose x is 0)."""
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
+             weighted: bool = False) -> dict[str, jax.Array]:
+        """The sums over the rows of x (M, N) that :meth:`loss_from_sums` needs. ``weighted`` False: ``weights``
+        (M,) is 1 for rows inside the image and 0 for padding rows (whose x is 0), so a sum may ignore it;
+        True: general sample weights (a region), every sum weighted, and ``SampleSums.count`` their sum."""
         raise ValueError(f"style method {self.name!r} with {self.params()} needs all samples at once")
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
@@ -196,6 +213,16 @@ def _pairwise_loss(x: jax.Array, y: jax.Array, k: kernels.Kernel, unbiased: bool
     return mmd.self_mean(k, x, unbiased, block_size, kparams) + kyy - 2.0 * kxy
 
 
+def _weighted_pairwise_loss(x: jax.Array, wx: jax.Array, y: jax.Array, wy: jax.Array, k: kernels.Kernel,
+                            unbiased: bool, block_size: int, kparams: Mapping[str, Any], kyy: jax.Array | None
+                            ) -> jax.Array:
+    """:func:`_pairwise_loss` of weighted samples (weighted V- or U-statistic)."""
+    if kyy is None:
+        kyy = weighted.pairwise_mean(k, y, wy, y, wy, block_size, kparams, unbiased)
+    kxx = weighted.pairwise_mean(k, x, wx, x, wx, block_size, kparams, unbiased)
+    return kxx + kyy - 2.0 * weighted.pairwise_mean(k, x, wx, y, wy, block_size, kparams)
+
+
 def poly2_closed(gx: jax.Array, mu_x: jax.Array, target: Mapping[str, jax.Array], c: float,
                  self_x: jax.Array | None) -> jax.Array:
     """MMD^2 under (a.b + c)^2 from Gram matrices and means; with ``self_x``, the unbiased estimator."""
@@ -218,15 +245,17 @@ class Gram(StyleMethod):
     def streamable(self) -> bool:
         return True
 
-    def target(self, y: jax.Array) -> Target:
-        return {"gram": gram(y)}
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        return {"gram": gram(y) if weights is None else weighted.gram(y, weights)}
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
         _need(target, ("gram",), self.name)
-        return gram_term(gram(x), target["gram"])
+        return gram_term(gram(x) if weights is None else weighted.gram(x, weights), target["gram"])
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
-        return {"xx": x.T @ x}
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
+             weighted: bool = False) -> dict[str, jax.Array]:
+        return {"xx": (x * weights[:, None]).T @ x if weighted else x.T @ x}
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         _need(target, ("gram",), self.name)
@@ -252,15 +281,18 @@ class Linear(StyleMethod):
     def streamable(self) -> bool:
         return True
 
-    def target(self, y: jax.Array) -> Target:
-        return {"mean": jnp.mean(y, axis=0)}
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        return {"mean": jnp.mean(y, axis=0) if weights is None else weighted.mean(y, weights)}
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
         _need(target, ("mean",), self.name)
-        return jnp.sum(jnp.square(jnp.mean(x, axis=0) - target["mean"]))
+        mu = jnp.mean(x, axis=0) if weights is None else weighted.mean(x, weights)
+        return jnp.sum(jnp.square(mu - target["mean"]))
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
-        return {"x": jnp.sum(x, axis=0)}
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
+             weighted: bool = False) -> dict[str, jax.Array]:
+        return {"x": weights @ x if weighted else jnp.sum(x, axis=0)}
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         _need(target, ("mean",), self.name)
@@ -314,7 +346,9 @@ class Poly(StyleMethod):
     def _kparams(self) -> dict[str, Any]:
         return {"c": self.c, "d": self.d}
 
-    def target(self, y: jax.Array) -> Target:
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        if weights is not None:
+            return self._weighted_target(y, weights)
         unbiased = self.estimator == "unbiased"
         if self.closed:
             g, mu = gram(y), jnp.mean(y, axis=0)
@@ -327,7 +361,39 @@ class Poly(StyleMethod):
             out["kyy"] = mmd.self_mean(kernels.poly, y, unbiased, self.block_size, self._kparams())
         return out
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    def _weighted_target(self, y: jax.Array, w: jax.Array) -> Target:
+        unbiased = self.estimator == "unbiased"
+        if self.closed:
+            g, mu = weighted.gram(y, w), weighted.mean(y, w)
+            out = {"gram": g, "mean": mu}
+            if unbiased:
+                out["self"] = weighted.poly2_self(jnp.sum(jnp.square(y), axis=1), w, g, mu, self.c)
+            return out
+        out = {"samples": y, "weights": w}
+        if self.estimator in ("full", "unbiased"):
+            out["kyy"] = weighted.pairwise_mean(kernels.poly, y, w, y, w, self.block_size, self._kparams(), unbiased)
+        return out
+
+    def _weighted_loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, w: jax.Array
+                       ) -> jax.Array:
+        unbiased = self.estimator == "unbiased"
+        if self.closed:
+            _need(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
+            gx, mu_x = weighted.gram(x, w), weighted.mean(x, w)
+            self_x = weighted.poly2_self(jnp.sum(jnp.square(x), axis=1), w, gx, mu_x, self.c) if unbiased else None
+            return poly2_closed(gx, mu_x, target, self.c, self_x)
+        _need(target, ("samples", "weights"), self.name)
+        y, wy = target["samples"], target["weights"]
+        check_samples(x, y)
+        if self.estimator == "linear":
+            return mmd.mmd2_linear_time(x, y, "poly", key, self._kparams(), wx=w, wy=wy)
+        return _weighted_pairwise_loss(x, w, y, wy, kernels.poly, unbiased, self.block_size, self._kparams(),
+                                       target.get("kyy"))
+
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
+        if weights is not None:
+            return self._weighted_loss(x, target, key, weights)
         unbiased = self.estimator == "unbiased"
         if self.closed:
             _need(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
@@ -340,9 +406,17 @@ class Poly(StyleMethod):
             return mmd.mmd2_linear_time(x, y, "poly", key, self._kparams())
         return _pairwise_loss(x, y, kernels.poly, unbiased, self.block_size, self._kparams(), target.get("kyy"))
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
+             weighted: bool = False) -> dict[str, jax.Array]:
         if not self.closed:
             return super().sums(x, target, weights)
+        if weighted:
+            # Weighted: sum w x x^T, sum w x, and for the U-statistic's correction sum w^2 q, sum w^2 q^2, sum w^2.
+            out = {"xx": (x * weights[:, None]).T @ x, "x": weights @ x}
+            if self.estimator == "unbiased":
+                q, w2 = jnp.sum(jnp.square(x), axis=1), jnp.square(weights)
+                out["wq"], out["wq2"], out["w2"] = w2 @ q, w2 @ jnp.square(q), jnp.sum(w2)
+            return out
         out = {"xx": x.T @ x, "x": jnp.sum(x, axis=0)}
         if self.estimator == "unbiased":
             q = jnp.sum(jnp.square(x), axis=1)
@@ -356,7 +430,11 @@ class Poly(StyleMethod):
         unbiased = self.estimator == "unbiased"
         _need(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
         gx, mu_x = sums["xx"] / m, sums["x"] / m
-        self_x = mmd.poly2_self_from(gx, mu_x, sums["q2"] / m, sums["q"] / m, self.c, m) if unbiased else None
+        if unbiased and "w2" in sums:  # weighted sums (a region)
+            m2 = jnp.square(m)
+            self_x = weighted.poly2_self_from(gx, mu_x, sums["wq2"] / m2, sums["wq"] / m2, sums["w2"] / m2, self.c)
+        else:
+            self_x = mmd.poly2_self_from(gx, mu_x, sums["q2"] / m, sums["q"] / m, self.c, m) if unbiased else None
         return poly2_closed(gx, mu_x, target, self.c, self_x)
 
     def paper_scale(self, m: int, n: int) -> float:
@@ -380,7 +458,9 @@ class _GaussianKernels(StyleMethod):
     def needs_key(self) -> bool:
         return self.estimator in ("linear", "rff")
 
-    def _target(self, y: jax.Array, gamma: Any) -> Target:
+    def _target(self, y: jax.Array, gamma: Any, w: jax.Array | None = None) -> Target:
+        if w is not None:
+            return self._weighted_target(y, gamma, w)
         # ``gamma`` None: the paper's rule, which depends on x, so k(y, y) cannot be kept; the pooled rule of the
         # full, unbiased and rff estimators needs y's mean and centred sum of squares.
         out = {"samples": y}
@@ -391,8 +471,39 @@ class _GaussianKernels(StyleMethod):
             out["mean"], out["ss"] = moments(y)
         return out
 
+    def _weighted_target(self, y: jax.Array, gamma: Any, w: jax.Array) -> Target:
+        # As _target, with the weights kept beside the samples and the rule's moments weighted.
+        out = {"samples": y, "weights": w}
+        if self.estimator in ("full", "unbiased") and gamma is not None:
+            out["kyy"] = weighted.pairwise_mean(kernels.gaussian, y, w, y, w, self.block_size, {"gamma": gamma},
+                                                self.estimator == "unbiased")
+        if gamma is None and self.estimator != "linear":
+            out["mean"], out["var"] = weighted.variance(y, w)
+        return out
+
+    def _weighted_loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, gamma: Any,
+                       scales: Sequence[float] | None, w: jax.Array) -> jax.Array:
+        _need(target, ("samples", "weights"), self.name)
+        y, wy = target["samples"], target["weights"]
+        check_samples(x, y)
+        kparams: dict[str, Any] = {"gamma": gamma}
+        if self.estimator == "linear":
+            return mmd.mmd2_linear_time(x, y, "gaussian", key, kparams, gamma_scales=scales, wx=w, wy=wy)
+        if gamma is None:
+            _need(target, ("mean", "var"), self.name)
+            kparams["gamma"] = weighted.pooled_gamma(*weighted.variance(x, w), target["mean"], target["var"])
+            if scales is not None:
+                kparams["gamma"] = kparams["gamma"] * jnp.asarray(scales, x.dtype)
+        if self.estimator == "rff":
+            return mmd.mmd2_rff(x, y, key, kparams["gamma"], self.num_features, self.block_size, w, wy)
+        kyy = target["kyy"] if "kyy" in target and gamma is not None else None
+        return _weighted_pairwise_loss(x, w, y, wy, kernels.gaussian, self.estimator == "unbiased", self.block_size,
+                                       kparams, kyy)
+
     def _loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, gamma: Any,
-              scales: Sequence[float] | None) -> jax.Array:
+              scales: Sequence[float] | None, w: jax.Array | None = None) -> jax.Array:
+        if w is not None:
+            return self._weighted_loss(x, target, key, gamma, scales, w)
         # ``gamma`` None: the rule (of the sampled pairs for the linear estimator, pooled otherwise), times each
         # of ``scales`` if given (several bandwidths).
         _need(target, ("samples",), self.name)
@@ -446,11 +557,12 @@ class Gaussian(_GaussianKernels):
                    estimator=config.gaussian_estimator, block_size=int(config.block_size),
                    num_features=int(config.rff_features))
 
-    def target(self, y: jax.Array) -> Target:
-        return self._target(y, self.gamma)
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        return self._target(y, self.gamma, weights)
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
-        return self._loss(x, target, key, self.gamma, None)
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
+        return self._loss(x, target, key, self.gamma, None, weights)
 
     def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
         # The exact tiled estimator, with the paper's pooled bandwidth of the reference and the style fixed.
@@ -473,15 +585,21 @@ class BN(StyleMethod):
     def streamable(self) -> bool:
         return True
 
-    def target(self, y: jax.Array) -> Target:
-        mu, sd = bn_stats(y)
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        mu, sd = bn_stats(y) if weights is None else weighted.bn_stats(y, weights)
         return {"mean": mu, "sd": sd}
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
         _need(target, ("mean", "sd"), self.name)
-        return bn_term(*bn_stats(x), target["mean"], target["sd"])
+        return bn_term(*(bn_stats(x) if weights is None else weighted.bn_stats(x, weights)), target["mean"],
+                       target["sd"])
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
+             weighted: bool = False) -> dict[str, jax.Array]:
+        if weighted:
+            d = x - target["mean"]
+            return {"bn": weights @ d, "bn2": weights @ jnp.square(d)}
         d = (x - target["mean"]) * weights[:, None]
         return {"bn": jnp.sum(d, axis=0), "bn2": jnp.sum(jnp.square(d), axis=0)}
 
@@ -523,10 +641,16 @@ class SWD(StyleMethod):
     def needs_key(self) -> bool:
         return True
 
-    def target(self, y: jax.Array) -> Target:
-        return {"samples": y}
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        return {"samples": y} if weights is None else {"samples": y, "weights": weights}
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
+        if weights is not None:
+            _need(target, ("samples", "weights"), self.name)
+            check_samples(x, target["samples"])
+            projections = random_directions(key, x.shape[1], self.num_projections or x.shape[1])
+            return weighted.sliced_wasserstein(x, weights, target["samples"], target["weights"], projections)
         _need(target, ("samples",), self.name)
         return sliced_wasserstein(x, target["samples"], key=key, num_projections=self.num_projections)
 
@@ -545,7 +669,11 @@ class _CovarianceMethod(StyleMethod):
     def streamable(self) -> bool:
         return True
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
+             weighted: bool = False) -> dict[str, jax.Array]:
+        if weighted:
+            d = x - target["mean"]
+            return {"cov1": weights @ d, "cov2": (d * weights[:, None]).T @ d}
         d = (x - target["mean"]) * weights[:, None]
         return {"cov1": jnp.sum(d, axis=0), "cov2": d.T @ d}
 
@@ -569,13 +697,15 @@ class W2(_CovarianceMethod):
 
     name: ClassVar[str] = "w2"
 
-    def target(self, y: jax.Array) -> Target:
-        mu, c = covariance(y)
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        mu, c = covariance(y) if weights is None else weighted.covariance(y, weights)
         return {"mean": mu, "cov_sqrt": psd_sqrt(c), "trace": jnp.trace(c)}
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
         _need(target, ("mean", "cov_sqrt", "trace"), self.name)
-        return w2_from_moments(*covariance(x), target["mean"], target["cov_sqrt"], target["trace"])
+        moments_x = covariance(x) if weights is None else weighted.covariance(x, weights)
+        return w2_from_moments(*moments_x, target["mean"], target["cov_sqrt"], target["trace"])
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         _need(target, ("mean", "cov_sqrt", "trace"), self.name)
@@ -597,13 +727,14 @@ class CORAL(_CovarianceMethod):
 
     name: ClassVar[str] = "coral"
 
-    def target(self, y: jax.Array) -> Target:
-        mu, c = covariance(y)
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        mu, c = covariance(y) if weights is None else weighted.covariance(y, weights)
         return {"mean": mu, "cov": c}
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
         _need(target, ("mean", "cov"), self.name)
-        return coral_term(covariance(x)[1], target["cov"])
+        return coral_term((covariance(x) if weights is None else weighted.covariance(x, weights))[1], target["cov"])
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         _need(target, ("mean", "cov"), self.name)
@@ -651,11 +782,12 @@ class MKMMD(_GaussianKernels):
                    estimator=config.gaussian_estimator, block_size=int(config.block_size),
                    num_features=int(config.rff_features))
 
-    def target(self, y: jax.Array) -> Target:
-        return self._target(y, None)
+    def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
+        return self._target(y, None, weights)
 
-    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None) -> jax.Array:
-        return self._loss(x, target, key, None, self.scales)
+    def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
+        return self._loss(x, target, key, None, self.scales, weights)
 
     def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
         # The exact tiled estimator of the B-bandwidth kernel, the bandwidths fixed on the reference and style.

@@ -121,11 +121,23 @@ def linear_time_pairs(
 
 def mmd2_linear_time(
     x: jax.Array, y: jax.Array, kernel: str, key: jax.Array, params: Mapping[str, Any],
-    gamma_scales: Sequence[float] | None = None,
+    gamma_scales: Sequence[float] | None = None, wx: jax.Array | None = None, wy: jax.Array | None = None,
 ) -> jax.Array:
     """The paired estimator over :func:`linear_time_pairs`; a Gaussian with ``gamma`` None takes the official
-    bandwidth rule of this draw's pairs, times each of ``gamma_scales`` if given (several bandwidths)."""
-    x0, x1, y0, y1 = linear_time_pairs(x, y, key)
+    bandwidth rule of this draw's pairs, times each of ``gamma_scales`` if given (several bandwidths).
+
+    With sample weights ``wx``, ``wy`` (both or neither), the same number of pairs drawn on each side in
+    proportion to the weights (:func:`nst_jax.losses.weighted.sample_pairs`): an estimate of the weighted
+    full MMD^2."""
+    if wx is None:
+        x0, x1, y0, y1 = linear_time_pairs(x, y, key)
+    else:
+        from nst_jax.losses import weighted  # weighted imports this module
+
+        check_samples(x, y)
+        pairs = max(1, min(x.shape[0] // 2, y.shape[0] // 2))
+        kx, ky = jax.random.split(key)
+        (x0, x1), (y0, y1) = weighted.sample_pairs(x, wx, kx, pairs), weighted.sample_pairs(y, wy, ky, pairs)
     params = dict(params)
     if kernel == "gaussian" and params.get("gamma") is None:
         # The official rule: 1 / mean squared distance over the 4K sampled pairs of this draw.
@@ -144,14 +156,17 @@ def mmd2_linear_time(
     return jnp.mean(h)
 
 
-def rff_mean(z: jax.Array, w: jax.Array, block_size: int) -> jax.Array:
-    """Mean random Fourier feature of the rows of z: (M, N), w (N, D) -> (2D,), tiled over rows."""
+def rff_mean(z: jax.Array, w: jax.Array, block_size: int, weights: jax.Array | None = None) -> jax.Array:
+    """Mean random Fourier feature of the rows of z: (M, N), w (N, D) -> (2D,), tiled over rows; with
+    ``weights`` (M,), the weighted mean sum_i weights_i phi(z_i) / sum_i weights_i."""
     m, n = z.shape
     d = w.shape[1]
     bs = min(block_size, m)
     nb = -(-m // bs)
     blocks = jnp.pad(z, ((0, nb * bs - m), (0, 0))).reshape(nb, bs, n)
     starts = jnp.arange(nb) * bs
+    if weights is not None:
+        return _weighted_rff_mean(blocks, jnp.pad(weights, (0, nb * bs - m)).reshape(nb, bs), w) / jnp.sum(weights)
 
     @jax.checkpoint
     def block_sum(args: tuple[jax.Array, jax.Array]) -> jax.Array:
@@ -168,8 +183,23 @@ def rff_mean(z: jax.Array, w: jax.Array, block_size: int) -> jax.Array:
     return sums / (float(m) * d**0.5)
 
 
+def _weighted_rff_mean(blocks: jax.Array, weight_blocks: jax.Array, w: jax.Array) -> jax.Array:
+    """sum_i weights_i phi(z_i) * sqrt(D) over row blocks (nb, bs, N) with their weights (nb, bs)."""
+
+    @jax.checkpoint
+    def block_sum(args: tuple[jax.Array, jax.Array]) -> jax.Array:
+        zb, wb = args
+        proj = zb @ w
+        return jnp.concatenate([wb @ jnp.cos(proj), wb @ jnp.sin(proj)])
+
+    if blocks.shape[0] == 1:
+        return block_sum((blocks[0], weight_blocks[0])) / w.shape[1] ** 0.5
+    return jnp.sum(lax.map(block_sum, (blocks, weight_blocks)), axis=0) / w.shape[1] ** 0.5
+
+
 def mmd2_rff(
-    x: jax.Array, y: jax.Array, key: jax.Array, gamma: jax.Array, num_features: int, block_size: int
+    x: jax.Array, y: jax.Array, key: jax.Array, gamma: jax.Array, num_features: int, block_size: int,
+    wx: jax.Array | None = None, wy: jax.Array | None = None,
 ) -> jax.Array:
     # phi(a) = [cos(W a), sin(W a)] / sqrt(D) with the D columns of W ~ N(0, 2 gamma I): phi(a) . phi(b) =
     # (1/D) sum_d cos(w_d . (a - b)), an unbiased estimate of exp(-gamma ||a - b||^2). ||mean phi(x) -
@@ -187,7 +217,8 @@ def mmd2_rff(
         w = jax.random.normal(kw, (x.shape[1], num_features), x.dtype) * scale[None, :]
     else:
         w = jax.random.normal(key, (x.shape[1], num_features), x.dtype) * jnp.sqrt(2.0 * gamma).astype(x.dtype)
-    diff = rff_mean(x, w, block_size) - rff_mean(y, w, block_size)
+    # With sample weights wx, wy (both or neither): the weighted mean features, estimating the weighted full MMD^2.
+    diff = rff_mean(x, w, block_size, wx) - rff_mean(y, w, block_size, wy)
     return jnp.sum(jnp.square(diff))
 
 
