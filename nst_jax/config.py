@@ -262,7 +262,7 @@ def step_settings(config: Any, source: str) -> transfer.StepSettings:
     low, high = image.pixel_range(source)
     sgd = config.sgd
     return transfer.StepSettings(
-        steps=int(config.steps), low=tuple(map(float, low)), high=tuple(map(float, high)),
+        steps=default_steps(config)[0], low=tuple(map(float, low)), high=tuple(map(float, high)),
         lr=float(config.lr),
         sgd=optimizers.SGDSettings(lr=float(sgd.lr), momentum=float(sgd.momentum),
                                    weight_decay=float(sgd.weight_decay), decay=float(sgd.decay),
@@ -285,7 +285,7 @@ def chunk_length(config: Any, every: Sequence[int] = ()) -> int:
     if jax.default_backend() == "cpu":
         # The largest divisor within the cap, so chunks still end on every snapshot and checkpoint step.
         length = max(d for d in range(1, min(length, CPU_MAX_CHUNK) + 1) if length % d == 0)
-    return max(1, min(length, max(int(config.steps), 1)))
+    return max(1, min(length, max(default_steps(config)[0], 1)))
 
 
 def default_size(config: Any) -> tuple[int, str | None]:
