@@ -28,7 +28,7 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 4, 
       tiles: (H, W, 3) RGB in [0, 1] with a label (may hold a newline).
       columns: tiles per row.
       tile: long edge of each tile in px.
-      footer: a line printed under the grid (e.g. which weights made the results).
+      footer: text printed under the grid (e.g. which weights made the results), wrapped to the sheet's width.
       table: rows of cells (the first a header) drawn under the grid, each column as wide as its widest cell.
     Returns:
       (H, W, 3) float32 RGB in [0, 1].
@@ -36,13 +36,14 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 4, 
     font = _font(max(10, tile // 18))
     label_h = 3 * (tile // 18 + 4)
     rows = (len(tiles) + columns - 1) // columns
-    footer_h = label_h // 2 if footer else 0
     line_h = tile // 18 + 6
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     widths = [max(measure.textlength(str(row[c]), font=font) for row in table) + 12
               for c in range(len(table[0]))] if table else []
     table_h = line_h * len(table) + (8 if table else 0)
     width = max(columns * (tile + 8) + 8, int(sum(widths)) + 16)
+    footer_lines = _wrap(footer, lambda text: measure.textlength(text, font=font), width - 16) if footer else []
+    footer_h = line_h * len(footer_lines) + (line_h // 2 if footer_lines else 0)
     grid_h = rows * (tile + label_h + 8) + 8
     sheet = Image.new("RGB", (width, grid_h + table_h + footer_h), "white")
     draw = ImageDraw.Draw(sheet)
@@ -58,9 +59,21 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], *, columns: int = 4, 
         for c, cell in enumerate(row):
             draw.text((x, grid_h + r * line_h), str(cell), fill="black" if r else "#404040", font=font)
             x += widths[c]
-    if footer:
-        draw.text((8, sheet.height - footer_h), footer, fill="black", font=font)
+    for k, text in enumerate(footer_lines):
+        draw.text((8, grid_h + table_h + k * line_h), text, fill="black", font=font)
     return np.asarray(sheet, np.float32) / 255.0
+
+
+def _wrap(text: str, length: Any, width: float) -> list[str]:
+    """``text`` broken at spaces into lines no longer than ``width`` (as ``length`` measures them); a word
+    longer than the width gets a line of its own."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and length(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def loss_plot(path: str, curves: dict[str, dict[str, Any]], *, title: str = "") -> None:

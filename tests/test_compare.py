@@ -76,3 +76,16 @@ def test_nometrics_skips_the_cross_evaluation(random_weights, tmp_path):
     assert (out / "sheet.png").is_file() and (out / "linear.png").is_file()
     assert not (out / "metrics.md").exists() and not (out / "metrics.json").exists()
     assert "cross-evaluation" not in proc.stderr and "metrics.md" not in proc.stderr
+
+
+def test_sheet_footer_wraps_within_the_sheet():
+    from nst_jax import sheet
+
+    tile = np.full((32, 32, 3), 0.5, np.float32)
+    short = sheet.contact_sheet([(tile, "a")], columns=1, tile=64, footer="weights: w")
+    long_text = "weights: not a published pretrained file: " + " ".join(["torchvision"] * 12)
+    long = sheet.contact_sheet([(tile, "a")], columns=1, tile=64, footer=long_text)
+    assert long.shape[1] == short.shape[1] and long.shape[0] > short.shape[0] + 20  # several lines, same width
+    footer = long[short.shape[0] - 10:]
+    assert np.all(footer[:, -4:] == 1.0)  # nothing drawn at the right edge: no line runs off the sheet
+    assert footer.min() < 0.5  # the text is there
