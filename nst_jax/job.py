@@ -3,9 +3,9 @@
 What a job needs, in one place for the single run (:func:`nst_jax.runner.stylize`) and batch mode
 (:mod:`nst_jax.batch`): its random keys, its initial image, the setup (style targets, the paper's constants,
 balance factors, energy multipliers), the compiled chunk of steps, the per-chunk bookkeeping of the loss terms
-with the first non-finite step, the final energy and the run record. A batch runs the same pure functions
-vmapped over a leading job axis (:func:`nst_jax.transfer.chunk_batched`), so a job of a batch is the single run
-with the same seed.
+with the first non-finite step, the final energy and the run record. A single run is a batch of one: each
+device computes its jobs one after another with one job's own functions (:func:`nst_jax.transfer.each_job`
+under ``jax.shard_map``), so a job of a batch is its single run with the same seed, bit for bit.
 
 The outcome of every job is the record's ``status``: ``done``, ``stopped_early`` (the paper's SGD stopped on
 its tolerance), ``nonfinite`` (the energy became NaN or infinite: the image is the last finite one, the record

@@ -426,31 +426,3 @@ def each_job(fn: Callable[..., Any], in_axes: Sequence[int | None], unroll: bool
         return jax.lax.map(one, stacked)
 
     return mapped
-
-
-def targets_batched(problem: Problem, params: Any, content: jax.Array, styles: Sequence[jax.Array]
-                    ) -> dict[str, Any]:
-    """:func:`targets` of stacked contents (J, H, W, 3) and styles (J, H', W', 3), job by job."""
-    return each_job(functools.partial(targets, problem), (None, 0, 0))(params, content, styles)
-
-
-def gradient_norms_batched(problem: Problem, params: Any, tgt: Mapping[str, Any],
-                           base: Mapping[tuple[int, str], Any], x_ref: jax.Array, key: jax.Array) -> jax.Array:
-    """:func:`gradient_norms` per job of stacked targets, at one shared reference image: (J, 1 + terms)."""
-    return each_job(functools.partial(gradient_norms, problem), (None, 0, None, None, None))(
-        params, tgt, base, x_ref, key)
-
-
-def energy_batched(problem: Problem, params: Any, tgt: Mapping[str, Any], scales: Mapping[str, Any],
-                   x: jax.Array, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """:func:`energy` per job at its own step's key ``fold_in(key, step[j])``."""
-    return each_job(lambda t, s, y, n: energy(problem, params, t, s, y, jax.random.fold_in(key, n)),
-                    (0, 0, 0, 0))(tgt, scales, x, step)
-
-
-def chunk_batched(problem: Problem, settings: StepSettings, length: int, state: LoopState, params: Any,
-                  tgt: Mapping[str, Any], scales: Mapping[str, Any], base_key: jax.Array) -> Any:
-    """:func:`chunk` of stacked states, targets and multipliers, job by job (one shared key: every job is a
-    single run with the same seed)."""
-    return each_job(functools.partial(chunk, problem, settings, length), (0, None, 0, 0, None))(
-        state, params, tgt, scales, base_key)

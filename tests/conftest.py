@@ -107,3 +107,15 @@ def random_params(random_weights):
     from nst_jax import weights
 
     return weights.load(random_weights).params
+
+
+def run_on_eight_devices(program: str, *args: str, timeout: int = 900) -> dict:
+    """Runs a test program with 8 forced CPU devices (fixed when JAX starts, hence a subprocess) and returns
+    the JSON object its last output line holds."""
+    import json
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, program, *args], capture_output=True, text=True, cwd=REPO_ROOT, env=env,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_on_eight_devices
 from PIL import Image
 
 from configs import test as test_config
@@ -182,13 +180,8 @@ def device_report(random_weights, tmp_path_factory):
     root = tmp_path_factory.mktemp("devices")
     write_images(root / "in", ["a.png", "b.png", "c.png", "d.png"], (24, 32), 0)
     style_a, style_b = write_images(root, ["sa.png", "sb.png"], (40, 30), 1)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, DEVICES_PROGRAM, random_weights, str(root / "in"), style_a, style_b, str(root / "out")],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_on_eight_devices(DEVICES_PROGRAM, random_weights, str(root / "in"), style_a, style_b,
+                                  str(root / "out"), timeout=600)
     print(f"\nstacked vs single runs: {report}")
     return report
 

@@ -4,7 +4,6 @@ The 8-device checks run tests/programs/shard_on_devices.py in a subprocess with 
 count is fixed when JAX starts); the mesh of one and the refusals run here.
 """
 
-import json
 import math
 import os
 import subprocess
@@ -12,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_on_eight_devices
 
 from configs import test as test_config
 from nst_jax import config as cfg_lib
@@ -26,11 +26,7 @@ W2_RTOL = 1e-3  # W2's eigendecompositions amplify that rounding of the covarian
 
 @pytest.fixture(scope="module")
 def report(random_weights):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, PROGRAM, random_weights], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_eight_devices(PROGRAM, random_weights)
     print(f"\nsharded vs single: { {k: v for k, v in out.items() if not k.startswith('convs')} }")
     return out
 
