@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
+import numpy as np
 from absl import flags
 
 from nst_jax import checkpoint, image, job, outputs, report, runner
@@ -193,52 +194,65 @@ def tee(*callbacks: Any) -> Any:
     return call
 
 
-def run_one(config: Any, preview: bool = False) -> int:
+def run_one(config: Any, preview: bool = False, *, multihost: bool = False, coordinator_address: str | None = None,
+            num_processes: int | None = None, process_id: int | None = None) -> int:
     """Runs one style transfer from a config and writes its outputs. Returns the exit status of the run's
     status (:data:`nst_jax.job.EXIT_CODES`): 0 done, 2 user error or non-finite energy (message printed, the
     last finite image and its record written), 130 interrupted (checkpoint and current image written).
-    ``preview``: serve the live preview page (:func:`preview_page`) during the run."""
+    ``preview``: serve the live preview page (:func:`preview_page`) during the run. ``multihost`` (with
+    ``config.shard_image``): join ``jax.distributed`` and split the image over every process's devices; every
+    process runs this with the same inputs, process 0 prints and writes the image and record, every process
+    writes its checkpoint (so ``--resume`` works with or without a shared disk)."""
     ckpt = checkpoint.path_for(config.output)
     try:
+        lead = _join(config, preview, multihost, coordinator_address, num_processes, process_id)
+        if multihost and config.resume:
+            _check_every_process_has(ckpt)
         outputs.check_output(config.output, [config.content, *runner.style_inputs(config.style), config.init,
                                              config.weights])
-        bar = report.ProgressBar()
+        bar = report.ProgressBar() if lead else None
         snapshots: list[str] = []
 
         def snapshot(step: int, rgb: Any) -> None:
             snapshots.append(outputs.snapshot_path(config.output, step))
             image.save_image(snapshots[-1], rgb)
 
-        for note in cfg_lib.machine_notes(config):
+        for note in cfg_lib.machine_notes(config) if lead else ():
             print(note, file=sys.stderr, flush=True)
         title = f"nst_jax: {os.path.basename(config.output)}"
         with StopOnInterrupt() as stop, preview_page(preview, stop, title) as page:
             try:
                 # The output folder is created only once every input has been checked (on_ready).
                 result, record = runner.stylize(config.content or None, config.style or None, config,
-                                                progress=tee(bar, page and page.progress), snapshot=snapshot,
+                                                progress=tee(bar, page and page.progress),
+                                                snapshot=snapshot if lead else None,
                                                 checkpoint_path=ckpt, should_stop=stop,
                                                 on_ready=lambda: outputs.prepare_output(config.output),
                                                 on_image=page and page.image)
             except runner.NonFiniteLoss as e:
-                outputs.write_outputs(config.output, e.image, e.record)
+                if lead:
+                    outputs.write_outputs(config.output, e.image, e.record)
                 if page:
                     page.finish("failed", str(e))
                 raise UserError(f"{e}; it is in {config.output}, the record in "
                                 f"{outputs.record_path(config.output)}") from None
             except runner.Interrupted as e:
-                image.save_image(config.output, e.image)
-                print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)
+                if lead:
+                    image.save_image(config.output, e.image)
+                    print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)
                 if page:
                     page.finish("interrupted", f"{e}; current image in {config.output}")
                 return job.EXIT_CODES[e.record["status"]]
             if page:
                 page.finish("done", f"finished; writing {config.output}")
-        outputs.write_outputs(config.output, result, record)
+        if lead:
+            outputs.write_outputs(config.output, result, record)
         with contextlib.suppress(FileNotFoundError):  # another run with this --output may have removed it
             os.remove(ckpt)  # the run is complete: its record replaces the checkpoint
     except UserError as e:
         fail(str(e))
+    if not lead:
+        return job.EXIT_CODES[record["status"]]
     w = record["weights"]
     print(f"wrote {config.output} and {outputs.record_path(config.output)} ({report.summary(record)}; weights "
           f"{w['source']} {os.path.basename(w['path'])} sha256 {w['sha256'][:12]}; origin: {w['origin']})",
@@ -247,6 +261,40 @@ def run_one(config: Any, preview: bool = False) -> int:
         shown = snapshots[0] if len(snapshots) == 1 else f"{snapshots[0]} ... {os.path.basename(snapshots[-1])}"
         print(f"snapshots: {shown} ({len(snapshots)} file(s), every {config.save_every} steps)", file=sys.stderr)
     return job.EXIT_CODES[record["status"]]
+
+
+def _check_every_process_has(ckpt: str) -> None:
+    """``--resume --multihost``: refuses on every process (not only where it is missing) unless each has the
+    checkpoint, since a process that started afresh would wait forever for the others' steps."""
+    from jax.experimental import multihost_utils
+
+    has = [bool(v) for v in multihost_utils.process_allgather(np.asarray(os.path.exists(ckpt)))]
+    if not all(has):
+        missing = ", ".join(str(i) for i, v in enumerate(has) if not v)
+        raise UserError(f"--resume: process(es) {missing} have no checkpoint of --output (here {ckpt}); every "
+                        f"process needs its own copy (each writes one)")
+
+
+def _join(config: Any, preview: bool, multihost: bool, coordinator_address: str | None, num_processes: int | None,
+          process_id: int | None) -> bool:
+    """A single run's ``--multihost``: checks it, joins ``jax.distributed``; returns whether this process is the
+    one that prints and writes the image (process 0, or the only one)."""
+    if not multihost:
+        if coordinator_address or num_processes or process_id is not None:
+            raise UserError("--coordinator_address, --num_processes and --process_id need --multihost")
+        return True
+    if not config.shard_image:
+        raise UserError("--multihost: a single run joins other processes only to split its image over all their "
+                        "devices: add --shard_image (or give --content_dir to split a batch of images)")
+    if preview:
+        raise UserError("--preview: not with --multihost (each process would serve its own page); watch the "
+                        "snapshots of --save_every instead")
+    from nst_jax import batch  # its jax.distributed set-up
+
+    batch.initialize_distributed(coordinator_address, num_processes, process_id)
+    import jax
+
+    return jax.process_index() == 0
 
 
 def run_batch(

@@ -24,7 +24,8 @@ cli.define_run_flags(defaults=default_config.get_config())
 # Batch mode (nst_jax.batch): --content_dir switches it on; --style and --kernel then take ';'-separated lists.
 flags.DEFINE_string("content_dir", None, "Batch mode: stylise every image in this folder (see nst_jax.batch).")
 flags.DEFINE_string("output_dir", None, "Batch mode: where OUT/<content>__<style>__<method>.png and .json go.")
-flags.DEFINE_bool("multihost", False, "Batch mode: join jax.distributed and split the jobs over the processes.")
+flags.DEFINE_bool("multihost", False, "Join jax.distributed: batch mode splits its jobs over the processes; a "
+                  "single run with --shard_image splits its image over every process's devices (a TPU slice).")
 flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0 (default: from the "
                     "environment, as on a Cloud TPU pod slice).")
 flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes (default: from the environment).")
@@ -54,9 +55,11 @@ def main(argv: list[str]) -> None:
         sys.exit(cli.run_batch(config, content_dir=FLAGS.content_dir, output_dir=FLAGS.output_dir or "",
                                multihost=FLAGS.multihost, coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id))
-    if FLAGS.output_dir or FLAGS.multihost:
-        cli.fail("--output_dir and --multihost are batch-mode flags: give --content_dir too")
-    sys.exit(cli.run_one(config, preview=FLAGS.preview))
+    if FLAGS.output_dir:
+        cli.fail("--output_dir is a batch-mode flag: give --content_dir too")
+    sys.exit(cli.run_one(config, preview=FLAGS.preview, multihost=FLAGS.multihost,
+                         coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                         process_id=FLAGS.process_id))
 
 
 def run() -> None:

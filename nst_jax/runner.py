@@ -272,8 +272,24 @@ def _run_scale(
         [checkpoint.array_sha256(rgb) for rgb in style_rgbs],
     )
 
+    rows = None
+    if config.shard_image:  # one image's rows over all devices of the run (nst_jax.shard)
+        rows = shard.over(shard.run_devices(), problem, content_rgb.shape)
+
     def resume_from(template: transfer.LoopState) -> job.Resumed:
-        saved = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp)
+        if rows is not None and rows.processes > 1:  # every process must continue from the same step
+            try:
+                saved, failed = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp), None
+            except UserError as e:
+                saved, failed = None, e
+            steps = rows.same_everywhere(-1 if saved is None else int(transfer.LoopState(*saved.carry).step))
+            if failed is not None:
+                raise failed
+            if len(set(steps)) > 1:
+                raise UserError(f"--resume: the processes' checkpoints are at steps {steps} (-1: none or "
+                                f"unreadable); every process needs the same {checkpoint_path}")
+        else:
+            saved = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp)
         return job.Resumed(transfer.LoopState(*saved.carry), jax.random.wrap_key_data(jnp.asarray(saved.key)),
                            saved.factors, saved.history, saved.run_s)
 
@@ -290,6 +306,8 @@ def _run_scale(
         if on_image is not None:
             on_image(step, job.to_rgb(tracker.last_finite, weights.source))
         stop_now = should_stop is not None and should_stop()
+        if rows is not None:  # over several processes: all stop (and checkpoint) at the same step
+            stop_now = rows.agree(stop_now)
         if checkpoint_path and step < steps and not stopped and (
             stop_now or (config.checkpoint_every and step % config.checkpoint_every == 0)
         ):
@@ -297,16 +315,13 @@ def _run_scale(
                             history=tracker.history, scale=scale, run_s=c.before_s + c.elapsed_s)
         return stop_now
 
-    placement = None
-    if config.shard_image:  # one image's rows over all local devices (nst_jax.shard)
-        rows = shard.over(jax.local_devices(), problem, content_rgb.shape)
-        placement = job.Placement(image=rows)
+    placement = None if rows is None else job.Placement(image=rows)
     ((result, record),) = job.run(problem, settings, length, [job_inputs], weights, placement=placement,
                                   resume=resume_from if checkpoint_path and resume else None,
                                   after_chunk=after_chunk)
     if placement is not None:
-        record["shard_image"] = {"devices": rows.devices, "rows": rows.rows, "padded_rows": rows.padded,
-                                 "rows_per_device": rows.padded // rows.devices}
+        record["shard_image"] = {"devices": rows.devices, "processes": rows.processes, "rows": rows.rows,
+                                 "padded_rows": rows.padded, "rows_per_device": rows.padded // rows.devices}
     if record["status"] == "interrupted":
         err = Interrupted(f"interrupted at step {record['steps_run']}; checkpoint {checkpoint_path}; continue "
                           f"with --resume")

@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -94,17 +95,39 @@ class ImageRows:
         """Inside a compiled function: each leaf held as :meth:`sharding` says."""
         return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, self.sharding(a)), tree)
 
+    @property
+    def processes(self) -> int:
+        """How many processes own the mesh's devices: more than 1 for one image over a TPU slice
+        (``--multihost``), where every process runs this same program on its own copy of the inputs."""
+        return len({d.process_index for d in self.mesh.devices.flat})
+
     def put(self, tree: Any) -> Any:
         """Host or device arrays padded and placed: rows over the mesh, or replicated."""
         padded = self.pad(tree)
-        return jax.tree.map(lambda a: jax.device_put(a, self.sharding(a)), padded)
+        return jax.tree.map(lambda a: _put(a, self.sharding(a)), padded)
 
     def replicated(self, tree: Any) -> Any:
-        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+        return jax.tree.map(lambda a: _put(a, NamedSharding(self.mesh, P())), tree)
 
     def host(self, tree: Any) -> Any:
-        """A tree of placed arrays on the host (NumPy), image-shaped leaves cut to the image's rows."""
-        return self.unpad(jax.tree.map(np.asarray, tree))
+        """A tree of placed arrays on the host (NumPy), image-shaped leaves cut to the image's rows. Over several
+        processes each process gathers the rows the others hold (a collective: every process calls it)."""
+        return self.unpad(jax.tree.map(_fetch, tree))
+
+    def agree(self, flag: bool) -> bool:
+        """True on every process when it is True on any (a collective over several processes): a stop that one
+        process sees (Ctrl-C, the preview's button) must stop all of them at the same step."""
+        if self.processes == 1:
+            return bool(flag)
+        from jax.experimental import multihost_utils  # only multi-process runs need it
+        return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+    def same_everywhere(self, value: int) -> list[int]:
+        """Every process's ``value`` (a collective over several processes; ``[value]`` for one)."""
+        if self.processes == 1:
+            return [int(value)]
+        from jax.experimental import multihost_utils
+        return [int(v) for v in np.ravel(multihost_utils.process_allgather(np.asarray(int(value), np.int64)))]
 
     def shard_shapes(self, a: jax.Array) -> list[tuple[int, ...]]:
         """The shape of each device's piece of a placed array."""
@@ -134,14 +157,43 @@ class ImageRows:
         return _CHUNK.lower(self, problem, settings, length, state, params, tgt, scales, key).compile()
 
 
+def run_devices() -> list[jax.Device]:
+    """The devices one image is split over: the local devices, or every process's after
+    ``jax.distributed.initialize`` (``--multihost``: one image over every chip of a TPU slice)."""
+    return list(jax.devices() if jax.process_count() > 1 else jax.local_devices())
+
+
 def over(devices: Sequence[jax.Device], problem: transfer.Problem, shape: Sequence[int]) -> ImageRows:
     """The layout of an image of ``shape`` (H, W, 3) over ``devices`` for ``problem``."""
-    mesh = Mesh(np.asarray(devices), (MESH_AXIS,))
+    try:  # neighbouring shares of rows on neighbouring chips (a TPU slice's interconnect), where it knows how
+        ordered = mesh_utils.create_device_mesh((len(devices),), devices=list(devices))
+    except (ValueError, NotImplementedError, AssertionError):
+        ordered = np.asarray(devices)
+    mesh = Mesh(ordered, (MESH_AXIS,))
     rows, width = int(shape[0]), int(shape[1])
     # One device: nothing to align (transfer.features pads only for shard_rows > 1).
     padded = rows if len(devices) == 1 else transfer.aligned_rows(
         dataclasses.replace(problem, shard_rows=len(devices)), rows)
     return ImageRows(mesh, rows, width, padded)
+
+
+def _put(a: Any, sharding: NamedSharding) -> jax.Array:
+    """``jax.device_put``, also onto devices of other processes: there each process places its own host copy
+    of the (identical) value, so device arrays go through the host and random keys through their data."""
+    if sharding.is_fully_addressable or (isinstance(a, jax.Array) and not a.is_fully_addressable):
+        return jax.device_put(a, sharding)  # local, or already placed over the processes' devices
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data = _put(np.asarray(jax.random.key_data(a)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    return jax.device_put(np.asarray(a), sharding)
+
+
+def _fetch(a: Any) -> np.ndarray:
+    """A placed array on the host: other processes' rows gathered where the array spans them."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.sharding.is_fully_replicated:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
 
 
 def _one(tree: Any) -> Any:

@@ -48,11 +48,25 @@ def test_lbfgs_state_with_a_history_axis(report):
     assert run["balance_rel"] <= ENERGY_RTOL  # the balance's gradient norms, computed sharded
 
 
+@pytest.mark.parametrize("estimator", ["full", "unbiased", "rff"])
+def test_the_gaussians_other_estimators_equal_the_single_device_run(report, estimator):
+    run = report[f"gaussian_{estimator}"]
+    assert run["max_diff_uint8"] <= 1, run
+    assert max(run["history_rel"].values()) <= ENERGY_RTOL and max(run["final_rel"].values()) <= ENERGY_RTOL, run
+
+
+def test_a_resumed_sharded_run_equals_the_uninterrupted_one(report):
+    run = report["resume"]
+    assert run["stopped_at"] == 2 and run["resumed_from"] == 2, run
+    assert run["steps"][0] == 0 and run["steps"][-1] == 4, run  # the history carried over the checkpoint
+    assert run["max_abs_diff"] == 0.0, run  # the same compiled steps from the same state: the same bits
+
+
 def test_height_not_divisible_by_the_devices_is_padded_to_whole_aligned_shares(report):
     # 35 rows: padded to 64 = 8 devices x 8 rows, 8 a multiple of 2**2 (relu3_1, the deepest layer, is after
     # two poolings), so every device's share stays whole down to the deepest layer.
     assert report["layout"] == {"rows": 35, "padded": 64, "devices": 8}
-    assert report["all_methods"]["shard_image"] == {"devices": 8, "rows": 35, "padded_rows": 64,
+    assert report["all_methods"]["shard_image"] == {"devices": 8, "processes": 1, "rows": 35, "padded_rows": 64,
                                                     "rows_per_device": 8}
     assert report["state_shards"]["x"] == [[1, 8, 40, 3]] * 8  # a job axis of one, 8 of the 64 rows each
     assert report["state_shards"]["adam_mu"] == [[1, 8, 40, 3]] * 8
@@ -82,7 +96,7 @@ def test_a_mesh_of_one_device_gives_the_same_result(random_weights):
         config.balance = "none"  # the balance's sharded path is checked on 8 devices
         results.append(runner.stylize(content, style, config, weights=loaded))
     (a, rec_a), (b, rec_b) = results
-    assert rec_b["shard_image"] == {"devices": 1, "rows": 21, "padded_rows": 21, "rows_per_device": 21}
+    assert rec_b["shard_image"] == {"devices": 1, "processes": 1, "rows": 21, "padded_rows": 21, "rows_per_device": 21}
     np.testing.assert_allclose(a, b, atol=1e-6)
     np.testing.assert_allclose(rec_a["losses"]["total"], rec_b["losses"]["total"], rtol=1e-6)
 
@@ -100,14 +114,17 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--strips=2"], "--shard_image with --strips=2: not combined"),
-    (["--content_dir=.", "--output_dir=OUT"], "--shard_image: batch mode already spreads its jobs"),
-    (["--multihost"], "--output_dir and --multihost are batch-mode flags"),
+    (["--shard_image", "--strips=2"], "--shard_image with --strips=2: not combined"),
+    (["--shard_image", "--content_dir=.", "--output_dir=OUT"], "--shard_image: batch mode already spreads its jobs"),
+    (["--multihost"], "--multihost: a single run joins other processes only to split its image"),
+    (["--shard_image", "--multihost", "--preview"], "--preview: not with --multihost"),
+    (["--shard_image", "--num_processes=2"], "--num_processes and --process_id need --multihost"),
+    (["--output_dir=OUT"], "--output_dir is a batch-mode flag"),
 ])
 def test_impossible_combinations_exit_2_with_one_line(args, message, random_weights, tmp_path):
     args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
     proc = run_cli(f"--config={REPO}/configs/test.py", f"--weights={random_weights}",
-                   f"--output={tmp_path / 'x.png'}", "--shard_image", *args)
+                   f"--output={tmp_path / 'x.png'}", *args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr

@@ -6,7 +6,8 @@
 Run by tests/test_shard.py in a subprocess (the device count is fixed when JAX starts). A 35 x 40 image (35 rows:
 not a multiple of 8) runs single and sharded in this process, with noise init, for 3 steps: every method at once
 as one fusion (each method's own energy is reported as a term), and L-BFGS (its history has a leading axis)
-with the automatic balance. Prints one JSON line: per run, the largest difference of the images in 8-bit levels and the
+with the automatic balance; the Gaussian's full, unbiased and rff estimators; a sharded run stopped and resumed
+from its checkpoint. Prints one JSON line: per run, the largest difference of the images in 8-bit levels and the
 largest relative difference of each energy term over the logged steps and at the end; the compiled chunk's
 convolutions (output rows and element counts, single and sharded) and the state's per-device shapes.
 """
@@ -65,6 +66,35 @@ def compare(name: str, **fields) -> None:
 # sharded path runs with L-BFGS.
 compare("all_methods", kernel=",".join(losses.METHODS), balance="none")
 compare("lbfgs", kernel="gram", optimizer="lbfgs", chunk=3)
+# The Gaussian's other estimators: the tiled pairwise sums over all samples and the random features.
+for estimator in ("full", "unbiased", "rff"):
+    compare(f"gaussian_{estimator}", kernel="gaussian", gaussian_estimator=estimator, balance="none")
+
+
+def resumed_equals_uninterrupted() -> dict:
+    """A sharded run stopped after step 2 (checkpoint) and resumed, against the same run without the stop."""
+    import tempfile
+
+    config = test_config.get_config()
+    config.size, config.steps, config.chunk, config.init, config.kernel = 40, 4, 1, "noise", "gram"
+    config.shard_image, config.checkpoint_every = True, 0
+    whole, _ = runner.stylize(content, style, config, weights=loaded)
+    with tempfile.TemporaryDirectory() as folder:
+        ckpt = os.path.join(folder, "x.ckpt")
+        calls = []
+        try:
+            runner.stylize(content, style, config, weights=loaded, checkpoint_path=ckpt,
+                           should_stop=lambda: calls.append(1) or len(calls) >= 2)
+            raise AssertionError("the run did not stop")
+        except runner.Interrupted as e:
+            stopped_at = e.record["steps_run"]
+        config.resume = True
+        resumed, record = runner.stylize(content, style, config, weights=loaded, checkpoint_path=ckpt)
+    return {"stopped_at": stopped_at, "resumed_from": record["resumed_from"],
+            "max_abs_diff": float(np.abs(whole - resumed).max()), "steps": record["losses"]["step"]}
+
+
+report["resume"] = resumed_equals_uninterrupted()
 
 
 def conv_outputs(hlo: str) -> list[list[int]]:
