@@ -26,6 +26,10 @@ Heights that do not split evenly are padded: the state is held with :attr:`Image
 rows, then zero rows), each compiled function cuts it to the image's ``rows`` on entry and pads its results
 back on exit, so every computation between sees exactly the single run's arrays.
 
+With ``--multihost`` (:func:`run_devices`) the mesh holds every process's devices (a TPU slice): each process
+places its own copy of the inputs on its own devices, gathers the other processes' rows when the state comes
+back to the host, and the processes agree on stopping (:meth:`ImageRows.agree`).
+
 Not combined with ``--strips`` (a strip's slab would cut across devices' shares) nor with batch mode (which
 already gives each device jobs of its own): :func:`nst_jax.config.check` and the command line say so.
 """
@@ -140,21 +144,25 @@ class ImageRows:
                 masks: None = None) -> dict[str, Any]:
         if masks is not None:
             raise ValueError("masks (spatial control) are not split over devices")  # config.check says so first
-        return _TARGETS(self, problem, *self.put((params, content, list(styles))))
+        with jax.set_mesh(self.mesh):  # traced knowing its mesh (see below)
+            return _TARGETS(self, problem, *self.put((params, content, list(styles))))
 
     def gradient_norms(self, problem: transfer.Problem, params: Any, tgt: Any, base: Any, x_ref: jax.Array,
                        key: jax.Array) -> jax.Array:
-        return _NORMS(self, problem, *self.put((params, tgt, base, x_ref)), self.replicated(key))
+        with jax.set_mesh(self.mesh):
+            return _NORMS(self, problem, *self.put((params, tgt, base, x_ref)), self.replicated(key))
 
     def energy(self, problem: transfer.Problem, params: Any, tgt: Any, scales: Any, x: jax.Array, key: jax.Array,
                step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        return _ENERGY(self, problem, *self.put((params, tgt, scales, x)), self.replicated(key), step)
+        with jax.set_mesh(self.mesh):
+            return _ENERGY(self, problem, *self.put((params, tgt, scales, x)), self.replicated(key), step)
 
     def compile_chunk(self, problem: transfer.Problem, settings: transfer.StepSettings, length: int,
                       state: transfer.LoopState, params: Any, tgt: Any, scales: Any, key: jax.Array) -> Any:
         """The compiled chunk of steps with its report (:func:`nst_jax.job.chunk_report`), called as
         ``compiled(state, params, tgt, scales, key)`` with the state placed by :meth:`put` (and donated)."""
-        return _CHUNK.lower(self, problem, settings, length, state, params, tgt, scales, key).compile()
+        with jax.set_mesh(self.mesh):
+            return _CHUNK.lower(self, problem, settings, length, state, params, tgt, scales, key).compile()
 
 
 def run_devices() -> list[jax.Device]:
@@ -237,6 +245,8 @@ def _chunk(layout: ImageRows, problem: transfer.Problem, settings: transfer.Step
     return _wrap(one, layout, state, params, tgt, scales)
 
 
+# Compiled (and traced) inside ``jax.set_mesh(layout.mesh)``: a function that would call back into Python from
+# every device of a CPU mesh at once sees the mesh and does not (nst_jax.losses.wasserstein.column_order).
 _TARGETS = jax.jit(_targets, static_argnums=(0, 1))
 _NORMS = jax.jit(_norms, static_argnums=(0, 1))
 _ENERGY = jax.jit(_energy, static_argnums=(0, 1))

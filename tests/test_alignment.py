@@ -10,6 +10,7 @@ import pytest
 import scipy.linalg
 
 from nst_jax import losses
+from nst_jax.losses import wasserstein
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(37, 5)).astype(np.float32)
@@ -73,6 +74,22 @@ class TestSWD:
         np.testing.assert_allclose(losses.sliced_wasserstein(X[:23], Y, projections=p), np_swd(X[:23], Y, p),
                                    rtol=2e-5)
         assert float(losses.sliced_wasserstein(X, X, projections=p)) == 0.0
+
+    def test_the_cpu_sort_gives_the_stable_order_and_gradient_of_xla_sort(self):
+        # On a CPU the order comes from NumPy (a callback); it must be XLA's stable order, ties included (ReLU
+        # features project to many exact zeros), batched under vmap, and the gradient jnp.sort's.
+        z = jnp.maximum(jax.random.normal(jax.random.key(3), (4, 257, 9)), 0.0).at[:, 5:40, 2].set(0.0)
+        z = z.at[:, 10:20, 2].set(-0.0).at[:, 50:60, 4].set(-1.5).at[:, 100:103, 4].set(jnp.inf)
+        host = jax.jit(jax.vmap(wasserstein._host_order))(z)
+        np.testing.assert_array_equal(host, jax.vmap(lambda a: jnp.argsort(a, axis=0, stable=True))(z))
+        np.testing.assert_array_equal(jax.jit(wasserstein.column_order)(z[0]), host[0])  # the CPU branch
+        weights = jnp.arange(257.0)[:, None]
+        mine = jax.jit(jax.grad(lambda a: jnp.sum(wasserstein.sort_columns(a) ** 2 * weights)))(z[1])
+        xla = jax.jit(jax.grad(lambda a: jnp.sum(jnp.sort(a, axis=0) ** 2 * weights)))(z[1])
+        np.testing.assert_array_equal(mine, xla)
+        # NumPy alone, against its own stable argsort (-0.0 made 0.0 as XLA does): large columns too.
+        a = np.maximum(np.random.default_rng(0).standard_normal((3000, 5)), 0).astype(np.float32)
+        np.testing.assert_array_equal(wasserstein.stable_order(a), np.argsort(a + 0.0, axis=0, kind="stable"))
 
     def test_random_directions_converge_to_the_sphere_average(self):
         # The reference: the same distance averaged over 20000 directions drawn by NumPy.

@@ -10,6 +10,8 @@ Anal. 1982 (the Gaussian W2 closed form); Givens and Shortt, Michigan Math. J. 1
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +23,53 @@ def random_directions(key: jax.Array, n: int, k: int) -> jax.Array:
     """k directions drawn uniformly on the unit sphere of R^n: an (n, k) matrix of unit columns."""
     p = jax.random.normal(key, (n, k), jnp.float32)
     return p / jnp.linalg.norm(p, axis=0, keepdims=True)
+
+
+def stable_order(a: np.ndarray) -> np.ndarray:
+    """NumPy: the stable ascending order along axis -2 of a float32 array (..., M, K) as int32 indices, ordered
+    as XLA's sort orders floats (-0.0 ties with 0.0; NaNs last).
+
+    Each value becomes a 64-bit key, its bits made order-preserving as an unsigned integer in the high half and
+    its index in the low half: keys are unique, so NumPy's vectorised (SIMD, unstable) sort of the keys gives
+    the stable order, about 5x faster than its stable argsort (65536 x 64: 66 ms against 340 ms)."""
+    z = np.swapaxes(np.asarray(a, np.float32), -1, -2) + np.float32(0.0)  # -0.0 + 0.0 is +0.0
+    z = np.where(np.isnan(z), np.float32(np.nan), z)  # one NaN, sorted after +inf
+    bits = np.ascontiguousarray(z).view(np.uint32)
+    ordered = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+    keys = (ordered << np.uint64(32)) | np.arange(z.shape[-1], dtype=np.uint64)
+    keys.sort(axis=-1)
+    return np.ascontiguousarray(np.swapaxes((keys & np.uint64(0xFFFFFFFF)).astype(np.int32), -1, -2))
+
+
+def _host_order(z: jax.Array) -> jax.Array:
+    """:func:`column_order` by NumPy on the host (the CPU backend's branch); vmap adds leading axes."""
+    return jax.pure_callback(stable_order, jax.ShapeDtypeStruct(z.shape, jnp.int32), z, vmap_method="expand_dims")
+
+
+def column_order(z: jax.Array) -> jax.Array:
+    """The stable ascending order of each column of z (M, K): int32 (M, K) indices into the column, no gradient.
+
+    On a CPU it is NumPy's vectorised sort (:func:`stable_order`), called from the compiled program: XLA:CPU's
+    own sort is several times slower (value and gradient of sorting 65536 x 64 values, relu1_1 of a 256 px
+    image along 64 directions: 3.0 s against 0.6 s with NumPy's stable argsort on the 2-core VM) and was
+    swd's whole gap to PyTorch there. On GPUs and TPUs, and wherever several devices run the program together
+    (a mesh of more than one device in the tracing context), it is XLA's sort. Both are stable: the same
+    order, ties included.
+    """
+    z = jax.lax.stop_gradient(z)
+    on_device = functools.partial(jnp.argsort, axis=0, stable=True)
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.size > 1:
+        # Several devices run this program at once (batch mode's jobs, --shard_image's rows): on a CPU their
+        # callbacks would wait for the Python interpreter that is waiting for all of them (a deadlock).
+        return on_device(z).astype(jnp.int32)
+    return jax.lax.platform_dependent(z, cpu=_host_order, default=lambda a: on_device(a).astype(jnp.int32))
+
+
+def sort_columns(z: jax.Array) -> jax.Array:
+    """Each column of z (M, K) in ascending order; its gradient goes back to where each value came from (what
+    ``jnp.sort``'s does), computed with :func:`column_order`."""
+    return jnp.take_along_axis(z, column_order(z), axis=0)
 
 
 def quantiles(sorted_y: jax.Array, m: int) -> jax.Array:
@@ -64,8 +113,8 @@ def sliced_wasserstein(x: jax.Array, y: jax.Array, *, projections: jax.Array | N
         projections = random_directions(key, x.shape[1], num_projections or x.shape[1])
     if projections.ndim != 2 or projections.shape[0] != x.shape[1]:
         raise ValueError(f"projections must be (N, K) with N={x.shape[1]}, got shape {tuple(projections.shape)}")
-    px = jnp.sort(x @ projections, axis=0)
-    qy = quantiles(jnp.sort(y @ projections, axis=0), x.shape[0])
+    px = sort_columns(x @ projections)
+    qy = quantiles(sort_columns(y @ projections), x.shape[0])
     return jnp.mean(jnp.square(px - qy))
 
 

@@ -23,6 +23,7 @@ from jax import lax
 
 from nst_jax import kernels
 from nst_jax.losses.stats import check_samples, safe_sqrt
+from nst_jax.losses.wasserstein import column_order
 
 
 def check_weights(x: jax.Array, w: jax.Array) -> None:
@@ -128,7 +129,7 @@ def sample_pairs(x: jax.Array, w: jax.Array, key: jax.Array, pairs: int) -> tupl
 
 def sorted_with_weights(z: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Each column of z (M, K) sorted, and the weights w (M,) in each column's order: (M, K), (M, K)."""
-    order = jnp.argsort(z, axis=0)
+    order = column_order(z)
     return jnp.take_along_axis(z, order, axis=0), w[order]
 
 
