@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -156,3 +157,21 @@ def test_torch_cli_writes_the_image_and_its_timings(setup, tmp_path, capsys):
     timings = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert np.asarray(Image.open(out)).shape == (SIZE, SIZE, 3)
     assert timings["balance_factor"] > 0 and timings["steps_started_at"] <= timings["total_s"] + torch_cli.STARTED
+
+
+def test_bf16_psnr_benchmark_compares_the_dtypes(random_weights, capsys, monkeypatch):
+    # benchmarks/bf16_psnr.py at 32 px, 2 steps: three runs (fp32, bf16, fp32 nudged) and their comparison.
+    from benchmarks import bf16_psnr
+
+    assert bf16_psnr.psnr(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8)) == float("inf")
+    a, b = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)
+    assert bf16_psnr.psnr(a, b) == pytest.approx(0.0)  # mse = 255^2
+    monkeypatch.setattr(sys, "argv", ["bf16_psnr", f"--weights={random_weights}", "--size=32", "--steps=2",
+                                      "--methods=gram"])
+    bf16_psnr.main()
+    out = capsys.readouterr().out.strip().splitlines()
+    (row,) = json.loads(out[-1])
+    assert row["method"] == "gram" and row["steps"] == 2
+    assert set(row["final_energy"]) == {"float32", "bfloat16", "float32_nudged"}
+    assert row["final_energy"]["bfloat16"] != row["final_energy"]["float32"]  # the dtype did change the run
+    assert out[2].startswith("| gram | ") and 0 <= row["max_diff_bf16"] <= 255
