@@ -24,6 +24,7 @@ neither figure depends on their values.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -35,12 +36,14 @@ import time
 def child(args: argparse.Namespace) -> None:
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from configs import default
     from nst_jax import config as cfg_lib
     from nst_jax import job, shard, transfer, vgg
 
     devices = jax.devices()[: args.child]
+    stack = functools.partial(jax.tree.map, lambda a: a[None])
     for method in args.methods.split(","):
         config = default.get_config()
         config.kernel = method
@@ -53,8 +56,10 @@ def child(args: argparse.Namespace) -> None:
         tgt = jax.jit(transfer.targets, static_argnums=0)(problem, params, x, [x[::-1]])
         base = transfer.paper_scales(problem, params, x)
         scales = jax.tree.map(lambda a: a[0], job.multipliers(1.0, 1.0, [[1.0]], base))
-        state = rows.put(transfer.init_state(problem_n, settings, x))
-        shared = rows.replicated((params, tgt, scales, jax.random.key(2)))
+        # The run's functions take a job axis of one on the job's arrays (the state, targets, multipliers).
+        state = rows.put(stack(transfer.init_state(problem_n, settings, x)))
+        shared = (rows.replicated(params), rows.put(stack(tgt)), rows.put(stack(scales)),
+                  rows.replicated(jax.random.key(2)))
         t0 = time.time()
         compiled = rows.compile_chunk(problem_n, settings, 1, state, *shared)
         compile_s = time.time() - t0
@@ -63,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
         times = []
         for i in range(args.steps + 1 if args.steps else 0):  # --steps=0: compile only
             t0 = time.time()
-            state, terms = compiled(state, *shared)
+            state, terms, _ = compiled(state, *shared)
             jax.block_until_ready((state, terms))
             if i:
                 times.append(time.time() - t0)
@@ -72,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
             "rows_per_device": rows.padded // len(devices), "mb_per_device": per_device / 1e6,
             "temp_mb": memory.temp_size_in_bytes / 1e6, "arguments_mb": memory.argument_size_in_bytes / 1e6,
             "s_per_step": statistics.median(times) if times else None, "compile_s": compile_s,
-            "platform": devices[0].platform, "energy": float(terms["total"][0]) if times else None,
+            "platform": devices[0].platform, "energy": float(np.ravel(terms["total"])[-1]) if times else None,
         }), flush=True)
 
 

@@ -64,8 +64,9 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("dtype", "enum:float32|bfloat16", "VGG compute dtype (parameters and losses stay float32)."),
     RunFlag("strips", "integer", "Compute VGG blocks 1-2 in this many horizontal strips: less memory for large "
             "images, the same result (gram, linear, bn, w2, coral, poly at relu1_1/relu2_1)."),
-    RunFlag("shard_image", "bool", "Split one image's rows over all local devices (its memory and work), the "
-            "same result as one device; not with --strips, nor in batch mode."),
+    RunFlag("shard_image", "bool", "Split one image's rows over all local devices (with --multihost: every "
+            "process's), its memory and work; the result of one device to float rounding; not with --strips, nor "
+            "in batch mode."),
     RunFlag("content_mask", "string", "Spatial control: a label image of the content, each colour a region styled "
             "like the same colour of --style_mask."),
     RunFlag("style_mask", "string", "Label images of the styles, comma-separated, one per --style image."),

@@ -4,6 +4,7 @@ The 8-device checks run tests/programs/shard_on_devices.py in a subprocess with 
 count is fixed when JAX starts); the mesh of one and the refusals run here.
 """
 
+import json
 import math
 import os
 import subprocess
@@ -129,3 +130,16 @@ def test_impossible_combinations_exit_2_with_one_line(args, message, random_weig
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_the_memory_and_time_benchmark_runs_and_its_rows_agree():
+    # benchmarks/shard.py makes the README's table: a dry run at 32 px on 1 and 2 forced devices.
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "shard.py"), "--size=32", "--methods=gram",
+                           "--devices=1,2", "--steps=1"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("| method | devices | rows per device | MB per device |")
+    rows = json.loads(lines[-1])
+    assert [(r["devices"], r["rows_per_device"]) for r in rows] == [(1, 32), (2, 16)]
+    assert all(r["mb_per_device"] > r["temp_mb"] > 0 and r["s_per_step"] > 0 for r in rows)
+    assert rows[1]["energy"] == pytest.approx(rows[0]["energy"], rel=1e-5)  # the same step, split or not
