@@ -3,6 +3,8 @@
 Each process runs ``python -m nst_jax.main --content_dir=... --multihost --coordinator_address=127.0.0.1:PORT
 --num_processes=2 --process_id=I`` with two local CPU devices, as each worker of a pod slice would (there the
 three values come from the environment). Together they must write every job once: no overlap, none dropped.
+And one image over both processes' devices (``--shard_image --multihost``, as over a TPU slice): the one-device
+run's result, written by process 0 only; ``--resume`` refused on every process when one lacks its checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +30,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(args: list[list[str]], env: dict[str, str]) -> list[tuple[int, str]]:
+    """Starts one process per argument list at once and waits for all: (exit status, stderr) each."""
+    procs = [subprocess.Popen([sys.executable, "-m", "nst_jax.main", *a], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a in args]
+    results = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        results.append((p.returncode, err))
+    return results
+
+
 @pytest.fixture(scope="module")
 def two_hosts(random_weights, tmp_path_factory):
     root = tmp_path_factory.mktemp("multihost")
@@ -39,25 +57,10 @@ def two_hosts(random_weights, tmp_path_factory):
     out = root / "out"
     port = free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "nst_jax.main", f"--config={CONFIG}", f"--weights={random_weights}",
-             f"--content_dir={root / 'in'}", f"--style={root / 's.png'}", "--kernel=gram;bn", "--steps=3",
-             f"--output_dir={out}", "--multihost", f"--coordinator_address=127.0.0.1:{port}",
-             "--num_processes=2", f"--process_id={pid}"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for pid in range(2)
-    ]
-    results = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        results.append((p.returncode, err))
+    results = launch([[f"--config={CONFIG}", f"--weights={random_weights}", f"--content_dir={root / 'in'}",
+                       f"--style={root / 's.png'}", "--kernel=gram;bn", "--steps=3", f"--output_dir={out}",
+                       "--multihost", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                       f"--process_id={pid}"] for pid in range(2)], env)
     jobs = batch.list_jobs(str(root / "in"), [str(root / "s.png")], ["gram", "bn"], str(out))
     return jobs, results
 
@@ -83,22 +86,6 @@ def test_two_processes_split_the_batch_without_overlap_or_loss(two_hosts):
         assert record["batch"]["local_devices"] == 2 and record["device"]["count"] == 4  # 2 hosts x 2
     for pid, (_, err) in enumerate(results):
         assert f"process {pid} of 2: 3 of 6 jobs, 0 already complete (skipped), 3 to run on 2 cpu device(s)" in err
-
-
-def launch(args: list[list[str]], env: dict[str, str]) -> list[tuple[int, str]]:
-    """Starts one process per argument list at once and waits for all: (exit status, stderr) each."""
-    procs = [subprocess.Popen([sys.executable, "-m", "nst_jax.main", *a], cwd=REPO_ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a in args]
-    results = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        results.append((p.returncode, err))
-    return results
 
 
 @pytest.fixture(scope="module")
