@@ -280,22 +280,31 @@ def _join(config: Any, preview: bool, multihost: bool, coordinator_address: str 
           process_id: int | None) -> bool:
     """A single run's ``--multihost``: checks it, joins ``jax.distributed``; returns whether this process is the
     one that prints and writes the image (process 0, or the only one)."""
-    if not multihost:
-        if coordinator_address or num_processes or process_id is not None:
-            raise UserError("--coordinator_address, --num_processes and --process_id need --multihost")
-        return True
-    if not config.shard_image:
+    if multihost and not config.shard_image:
         raise UserError("--multihost: a single run joins other processes only to split its image over all their "
                         "devices: add --shard_image (or give --content_dir to split a batch of images)")
-    if preview:
+    if multihost and preview:
         raise UserError("--preview: not with --multihost (each process would serve its own page); watch the "
                         "snapshots of --save_every instead")
-    from nst_jax import batch  # its jax.distributed set-up
-
-    batch.initialize_distributed(coordinator_address, num_processes, process_id)
+    if not _join_distributed(multihost, coordinator_address, num_processes, process_id):
+        return True
     import jax
 
     return jax.process_index() == 0
+
+
+def _join_distributed(multihost: bool, coordinator_address: str | None, num_processes: int | None,
+                      process_id: int | None) -> bool:
+    """``--multihost`` and its three values, for batch mode and single runs alike: joins ``jax.distributed``
+    when asked (returns True), refuses the values without it."""
+    if not multihost:
+        if coordinator_address or num_processes or process_id is not None:
+            raise UserError("--coordinator_address, --num_processes and --process_id need --multihost")
+        return False
+    from nst_jax import batch  # its jax.distributed set-up
+
+    batch.initialize_distributed(coordinator_address, num_processes, process_id)
+    return True
 
 
 def run_batch(
@@ -325,10 +334,7 @@ def run_batch(
         if config.shard_image:
             raise UserError("--shard_image: batch mode already spreads its jobs over the devices; split one "
                             "image with --shard_image in a single run (without --content_dir)")
-        if multihost:
-            batch.initialize_distributed(coordinator_address, num_processes, process_id)
-        elif coordinator_address or num_processes or process_id is not None:
-            raise UserError("--coordinator_address, --num_processes and --process_id need --multihost")
+        _join_distributed(multihost, coordinator_address, num_processes, process_id)
         jobs = batch.list_jobs(content_dir, batch.alternatives(config.style), batch.alternatives(config.kernel),
                                output_dir)
         # Checks without creating: the folder appears with the first job's outputs, after its inputs were read.

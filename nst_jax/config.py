@@ -288,26 +288,27 @@ def chunk_length(config: Any, every: Sequence[int] = ()) -> int:
     return max(1, min(length, max(default_steps(config)[0], 1)))
 
 
+def _machine_default(value: Any, flag: str, cpu: int, accelerator: int) -> tuple[int, str | None]:
+    """``value``, or when unset the CPU or the accelerator default, with the note that says which was chosen
+    for a CPU-only machine."""
+    if value is not None:
+        return int(value), None
+    if jax.default_backend() == "cpu":
+        return cpu, (f"no accelerator found: using --{flag}={cpu} (pass --{flag} to choose; {accelerator} on a GPU "
+                     f"or TPU)")
+    return accelerator, None
+
+
 def default_size(config: Any) -> tuple[int, str | None]:
     """The content's long edge, and a note to print when it (or the step count) was chosen for a CPU-only
     machine."""
-    if config.size is not None:
-        return int(config.size), None
-    if jax.default_backend() == "cpu":
-        return CPU_DEFAULT_SIZE, (f"no accelerator found: using --size={CPU_DEFAULT_SIZE} "
-                                  f"(pass --size to choose; {ACCELERATOR_DEFAULT_SIZE} on a GPU or TPU)")
-    return ACCELERATOR_DEFAULT_SIZE, None
+    return _machine_default(config.size, "size", CPU_DEFAULT_SIZE, ACCELERATOR_DEFAULT_SIZE)
 
 
 def default_steps(config: Any) -> tuple[int, str | None]:
     """The step count (``config.steps``; unset: 500 on a GPU or TPU, 200 on a CPU, so that the bare command
     finishes in a few minutes there) and a note to print when it was chosen for a CPU-only machine."""
-    if config.steps is not None:
-        return int(config.steps), None
-    if jax.default_backend() == "cpu":
-        return CPU_DEFAULT_STEPS, (f"no accelerator found: using --steps={CPU_DEFAULT_STEPS} (pass --steps to "
-                                   f"choose; {ACCELERATOR_DEFAULT_STEPS} on a GPU or TPU)")
-    return ACCELERATOR_DEFAULT_STEPS, None
+    return _machine_default(config.steps, "steps", CPU_DEFAULT_STEPS, ACCELERATOR_DEFAULT_STEPS)
 
 
 def machine_notes(config: Any) -> list[str]:

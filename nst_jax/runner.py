@@ -277,19 +277,17 @@ def _run_scale(
         rows = shard.over(shard.run_devices(), problem, content_rgb.shape)
 
     def resume_from(template: transfer.LoopState) -> job.Resumed:
-        if rows is not None and rows.processes > 1:  # every process must continue from the same step
-            try:
-                saved, failed = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp), None
-            except UserError as e:
-                saved, failed = None, e
-            steps = rows.same_everywhere(-1 if saved is None else int(transfer.LoopState(*saved.carry).step))
-            if failed is not None:
-                raise failed
+        try:
+            saved = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp)
+        except UserError:
+            if rows is not None:  # the other processes learn of it (-1) and stop too
+                rows.same_everywhere(-1)
+            raise
+        if rows is not None:  # over several processes every one must continue from the same step
+            steps = rows.same_everywhere(int(transfer.LoopState(*saved.carry).step))
             if len(set(steps)) > 1:
                 raise UserError(f"--resume: the processes' checkpoints are at steps {steps} (-1: none or "
                                 f"unreadable); every process needs the same {checkpoint_path}")
-        else:
-            saved = checkpoint.load(checkpoint_path, template_carry=template, fingerprint=fp)
         return job.Resumed(transfer.LoopState(*saved.carry), jax.random.wrap_key_data(jnp.asarray(saved.key)),
                            saved.factors, saved.history, saved.run_s)
 

@@ -121,16 +121,13 @@ class ImageRows:
     def agree(self, flag: bool) -> bool:
         """True on every process when it is True on any (a collective over several processes): a stop that one
         process sees (Ctrl-C, the preview's button) must stop all of them at the same step."""
-        if self.processes == 1:
-            return bool(flag)
-        from jax.experimental import multihost_utils  # only multi-process runs need it
-        return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+        return any(self.same_everywhere(int(bool(flag))))
 
     def same_everywhere(self, value: int) -> list[int]:
         """Every process's ``value`` (a collective over several processes; ``[value]`` for one)."""
         if self.processes == 1:
             return [int(value)]
-        from jax.experimental import multihost_utils
+        from jax.experimental import multihost_utils  # only multi-process runs need it
         return [int(v) for v in np.ravel(multihost_utils.process_allgather(np.asarray(int(value), np.int64)))]
 
     def shard_shapes(self, a: jax.Array) -> list[tuple[int, ...]]:

@@ -10,8 +10,6 @@ Anal. 1982 (the Gaussian W2 closed form); Givens and Shortt, Michigan Math. J. 1
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,13 +55,16 @@ def column_order(z: jax.Array) -> jax.Array:
     order, ties included.
     """
     z = jax.lax.stop_gradient(z)
-    on_device = functools.partial(jnp.argsort, axis=0, stable=True)
+
+    def on_device(a: jax.Array) -> jax.Array:
+        return jnp.argsort(a, axis=0, stable=True).astype(jnp.int32)
+
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty and mesh.size > 1:
         # Several devices run this program at once (batch mode's jobs, --shard_image's rows): on a CPU their
         # callbacks would wait for the Python interpreter that is waiting for all of them (a deadlock).
-        return on_device(z).astype(jnp.int32)
-    return jax.lax.platform_dependent(z, cpu=_host_order, default=lambda a: on_device(a).astype(jnp.int32))
+        return on_device(z)
+    return jax.lax.platform_dependent(z, cpu=_host_order, default=on_device)
 
 
 def sort_columns(z: jax.Array) -> jax.Array:
