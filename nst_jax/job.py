@@ -54,9 +54,7 @@ def chunk_report(problem: transfer.Problem, settings: transfer.StepSettings, len
 
     Returns (the new state, {term: (length,)} before each step, {"total", term...: scalar} at the new state).
     One forward pass more per chunk (the README's Performance section has its cost)."""
-    state, terms = transfer.chunk(problem, settings, length, state, params, tgt, scales, key)
-    value, now = transfer.energy(problem, params, tgt, scales, state.x, jax.random.fold_in(key, state.step))
-    return state, terms, {"total": value, **now}
+    return transfer.chunk(problem, settings, length, state, params, tgt, scales, key, report=True)
 
 
 def _energy_at(problem: transfer.Problem, params: Any, tgt: Any, scales: Any, x: jax.Array, key: jax.Array,

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax import losses, optimizers, strips, vgg
+from nst_jax.losses import draws
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,10 +324,10 @@ def init_state(problem: Problem, settings: StepSettings, x0: jax.Array) -> LoopS
 
 def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopState, params: Any,
           tgt: Mapping[str, Any], scales: Mapping[str, Any], base_key: jax.Array,
-          unroll: bool | None = None) -> tuple[LoopState, dict[str, jax.Array]]:
+          unroll: bool | None = None, report: bool = False) -> tuple[Any, ...]:
     """Runs ``length`` steps from ``state``; steps at or past ``settings.steps`` (or after an early stop) leave
     the state unchanged and report NaN losses. Pure; jit it at the call site with the first three arguments
-    static (and ``unroll``).
+    static (and ``unroll``, ``report``).
 
     ``unroll``: ``False``: a ``lax.scan`` whose body branches (``lax.cond``) past the last step; ``True``: the
     steps unrolled into straight-line code, steps past the last one computed and discarded (``jnp.where``);
@@ -334,8 +335,13 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
     unrolled (the README's Performance section has the figures), while on GPU and TPU the scan is as fast and
     compiles once whatever ``length``.
 
+    Unrolled, the steps' random permutations are drawn in one loop ahead of them (:mod:`nst_jax.losses.draws`):
+    the same draws as each step's own, compiled once instead of once per step.
+
     Returns:
-      (the new state, {term: (length,) float32} the energy terms before each step, NaN for skipped steps).
+      (the new state, {term: (length,) float32} the energy terms before each step, NaN for skipped steps);
+      with ``report``, also {"total", term...: scalar}: the energy terms at the image the chunk ends on, with
+      that step's key (what a progress report shows for it; one forward pass more).
     """
     if unroll is None:
         unroll = jax.default_backend() == "cpu"
@@ -343,15 +349,23 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
     low = jnp.asarray(settings.low, jnp.float32)
     high = jnp.asarray(settings.high, jnp.float32)
 
-    def loss_fn(x, key):
-        return energy(problem, params, tgt, scales, x, key, include_tv=problem.optimizer != "sgd_paper")
+    def loss_fn(x, key, drawn):
+        with draws.replaying(drawn):
+            return energy(problem, params, tgt, scales, x, key, include_tv=problem.optimizer != "sgd_paper")
 
-    def do_step(s: LoopState) -> tuple[LoopState, dict[str, jax.Array]]:
+    def step_draws(step: jax.Array) -> list[jax.Array]:
+        # The step's energy, traced only to record its draws: nothing else of it is returned, so XLA drops
+        # the rest (the forward pass) from the loop.
+        with draws.recording() as drawn:
+            loss_fn(state.x, jax.random.fold_in(base_key, step), None)
+        return drawn
+
+    def do_step(s: LoopState, drawn: list[jax.Array] | None) -> tuple[LoopState, dict[str, jax.Array]]:
         key = jax.random.fold_in(base_key, s.step)
-        (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(s.x, key)
+        (value, terms), grad = jax.value_and_grad(loss_fn, has_aux=True)(s.x, key, drawn)
         if problem.optimizer == "lbfgs":
             updates, opt_state = opt.update(
-                grad, s.opt_state, s.x, value=value, grad=grad, value_fn=lambda y: loss_fn(y, key)[0]
+                grad, s.opt_state, s.x, value=value, grad=grad, value_fn=lambda y: loss_fn(y, key, drawn)[0]
             )
         else:
             if problem.optimizer == "sgd_paper":
@@ -371,16 +385,29 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
         nan = jnp.full((), jnp.nan, jnp.float32)
         return s, {"total": nan, **{k: nan for k in term_names(problem)}}
 
-    def body(s: LoopState, _):
+    def body(s: LoopState, drawn: list[jax.Array] | None):
         active = (s.step < settings.steps) & ~s.stopped
         if not unroll:
-            return jax.lax.cond(active, do_step, skip, s)
-        new_state, terms = do_step(s)
+            return jax.lax.cond(active, lambda s: do_step(s, None), skip, s)
+        new_state, terms = do_step(s, drawn)
         keep = lambda a, b: jnp.where(active, a, b)  # noqa: E731
         skipped_state, skipped_terms = skip(s)
         return jax.tree.map(keep, new_state, skipped_state), jax.tree.map(keep, terms, skipped_terms)
 
-    return jax.lax.scan(body, state, None, length=length, unroll=bool(unroll))
+    # Row i of the table is step state.step + i's draws (a step past the last is computed with its row and
+    # discarded); row ``length`` is the report's when every step ran.
+    table = None
+    if unroll and any(term.method.needs_key for term in problem.terms):
+        rows = length + 1 if report else length
+        table = jax.lax.map(step_draws, state.step + jnp.arange(rows, dtype=state.step.dtype)) or None
+    start = state.step
+    state, terms = jax.lax.scan(body, state, None if table is None else [t[:length] for t in table],
+                                length=length, unroll=bool(unroll))
+    if not report:
+        return state, terms
+    with draws.replaying(None if table is None else [t[state.step - start] for t in table]):
+        value, now = energy(problem, params, tgt, scales, state.x, jax.random.fold_in(base_key, state.step))
+    return state, terms, {"total": value, **now}
 
 
 def term_names(problem: Problem) -> list[str]:

@@ -17,7 +17,9 @@ By concern:
   and blend rule, and their registry;
 * :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles;
 * :mod:`~nst_jax.losses.weighted`: statistics of weighted samples (one region of an image);
-* :mod:`~nst_jax.losses.regions`: style losses per region (spatial control with masks).
+* :mod:`~nst_jax.losses.regions`: style losses per region (spatial control with masks);
+* :mod:`~nst_jax.losses.draws`: the random permutations of the linear-time estimator, drawn once for a chunk of
+  unrolled steps.
 
 Every name below is importable from ``nst_jax.losses`` itself.
 """

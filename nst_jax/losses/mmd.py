@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nst_jax import kernels
+from nst_jax.losses import draws
 from nst_jax.losses.stats import check_samples, gram, moments
 
 KERNELS: tuple[str, ...] = tuple(kernels.KERNELS)
@@ -114,8 +115,12 @@ def linear_time_pairs(
         raise ValueError(f"the linear estimator needs at least 2 rows on each side, got M={x.shape[0]}, "
                          f"M'={y.shape[0]}")
     kx, ky = jax.random.split(key)
-    xs = jnp.take(x, jax.random.permutation(kx, x.shape[0])[: 2 * pairs], axis=0)
-    ys = jnp.take(y, jax.random.permutation(ky, y.shape[0])[: 2 * pairs], axis=0)
+    # A permutation's entries are in range and distinct: no out-of-range masking in the gather or in its
+    # gradient's scatter-add (that masking was an eighth of the Gaussian's compiled step).
+    xs = jnp.asarray(x).at[draws.permutation(kx, x.shape[0])[: 2 * pairs]].get(mode="promise_in_bounds",
+                                                                               unique_indices=True)
+    ys = jnp.asarray(y).at[draws.permutation(ky, y.shape[0])[: 2 * pairs]].get(mode="promise_in_bounds",
+                                                                               unique_indices=True)
     return xs[0::2], xs[1::2], ys[0::2], ys[1::2]
 
 
