@@ -236,8 +236,17 @@ def extract(
     channels = 3 if start == "conv1_1" else layer_channels(LAYERS[LAYERS.index(start) - 1])
     if images.ndim != 4 or images.shape[-1] != channels:
         raise ValueError(f"images must be (B, H, W, {channels}), got shape {tuple(images.shape)}")
-    model = VGG19(layers=tuple(sorted(set(layers), key=LAYERS.index)), pooling=pooling, remat=remat, dtype=dtype,
-                  start=start, image_rows=image_rows)
+    return _apply(params, images, first_row, tuple(sorted(set(layers), key=LAYERS.index)), pooling, remat,
+                  jnp.dtype(dtype), start, image_rows)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _apply(params: Mapping[str, Any], images: jax.Array, first_row: jax.Array | int, layers: tuple[str, ...],
+           pooling: str, remat: bool, dtype: Any, start: str, image_rows: int) -> dict[str, jax.Array]:
+    # Jitted so that the network is traced once per shape and options, however many times a program calls it
+    # (a chunk's steps, the report, the balance): Flax's module tracing was a tenth of a second a call. Inside
+    # a program the call is inlined, so the compiled computation is the same.
+    model = VGG19(layers=layers, pooling=pooling, remat=remat, dtype=dtype, start=start, image_rows=image_rows)
     return model.apply(params, images, first_row)
 
 
