@@ -16,6 +16,10 @@ the table in the same order (:func:`replaying`). Outside both, :func:`permutatio
 ``jax.random.permutation``. The record and the replay are trace-time bookkeeping only: the computation is the
 same pure function of the key.
 
+The table holds every draw of the chunk at once: (chunk + 1) x 2 permutations per style layer and drawing
+term, int32, 6 x 2 x 1 MB for relu1_1 at 512 px with the CPU's 5-step chunk, beside that layer's 64 MB of
+samples.
+
 Not for draws under ``jax.vmap`` (a batched key): none of the linear-time estimator's callers does that
 (weighted samples draw with :func:`nst_jax.losses.weighted.sample_pairs` instead).
 """
