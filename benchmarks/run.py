@@ -31,7 +31,8 @@ same steps (the Gaussian's random pairs are nst_jax's, passed to PyTorch), so th
 last step are compared with nst_jax's. The balance factors and paper constants are nst_jax's, passed to
 PyTorch, so both optimise one energy. Memory: on a GPU the framework's peak allocation (torch
 ``max_memory_allocated``; XLA's compiled buffer sizes and ``peak_bytes_in_use``); on a CPU the peak growth of the
-process's heap in use (glibc ``mallinfo2``) during a framework's first timed round (sampled every 2 ms).
+process's heap in use (glibc ``mallinfo2``, sampled every 2 ms) during an untimed round of each framework
+before the timed ones (the sampler slows what it watches).
 """
 
 from __future__ import annotations
@@ -508,16 +509,23 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
         per_round: dict[str, list[float]] = {r.name: [] for r in runners}
         losses: dict[str, list[dict[str, float]]] = {}
         memory: dict[str, dict[str, Any]] = {r.name: {} for r in runners}
+        # Memory and the parity losses from one untimed round first: the heap sampler's thread (mallinfo2 every
+        # 2 ms) slowed what it watched, PyTorch eager's allocations most (Gram at 256 px on the CPU: PyTorch 850
+        # against 376 ms/it, nst_jax 620 against 400), so no timed round runs beside it.
+        for r in runners:
+            r.reset_memory()
+            if device == "cpu":
+                with HeapPeak() as rss:
+                    _, losses[r.name] = r.round()
+                memory[r.name] = {**r.memory(), "heap_delta_bytes": rss.delta}
+            else:
+                _, losses[r.name] = r.round()
+                memory[r.name] = r.memory()
         for rnd in range(args.rounds):
             for r in runners:
-                r.reset_memory()
-                with HeapPeak() as rss:
-                    blocks, rows = r.round()
+                blocks, _ = r.round()
                 chunk = 1 if r.name == "jax_step" else args.chunk
                 per_round[r.name].append(statistics.median(blocks) / chunk)
-                if rnd == 0:
-                    losses[r.name] = rows
-                    memory[r.name] = {**r.memory(), **({"heap_delta_bytes": rss.delta} if device == "cpu" else {})}
             log(f"{size}px {method} round {rnd}: "
                 + ", ".join(f"{k} {1e3 * v[-1]:.0f}" for k, v in per_round.items()) + " ms/it")
         flops = iteration_flops(size, deepest)
@@ -644,7 +652,7 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
                                               if cuda else "") + " |")
     lines += ["", "Memory: " + ("torch max_memory_allocated; for JAX, XLA's compiled buffers (arguments, outputs, "
                                "temporaries)." if cuda else "peak growth of the process's heap in use (glibc "
-                               "mallinfo2) during the framework's first timed round."),
+                               "mallinfo2) during an untimed round before the timed ones."),
               "TFLOP/s: the VGG-19 convolutions up to relu5_1, forward plus input gradient (2 x 2 h w C_in C_out 9 "
               "per convolution), over the measured time."
               + (" MFU: over an H100 SXM's dense peak (TF32 495, BF16 989, FP32 67 TFLOP/s; an H200 has the same); "
