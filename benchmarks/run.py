@@ -38,6 +38,7 @@ before the timed ones (the sampler slows what it watches).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import datetime
@@ -514,13 +515,9 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
         # against 376 ms/it, nst_jax 620 against 400), so no timed round runs beside it.
         for r in runners:
             r.reset_memory()
-            if device == "cpu":
-                with HeapPeak() as rss:
-                    _, losses[r.name] = r.round()
-                memory[r.name] = {**r.memory(), "heap_delta_bytes": rss.delta}
-            else:
+            with HeapPeak() if device == "cpu" else contextlib.nullcontext() as rss:
                 _, losses[r.name] = r.round()
-                memory[r.name] = r.memory()
+            memory[r.name] = {**r.memory(), **({"heap_delta_bytes": rss.delta} if device == "cpu" else {})}
         for rnd in range(args.rounds):
             for r in runners:
                 blocks, _ = r.round()

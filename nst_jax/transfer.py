@@ -349,9 +349,9 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
     low = jnp.asarray(settings.low, jnp.float32)
     high = jnp.asarray(settings.high, jnp.float32)
 
-    def loss_fn(x, key, drawn):
+    def loss_fn(x, key, drawn, include_tv=problem.optimizer != "sgd_paper"):
         with draws.replaying(drawn):
-            return energy(problem, params, tgt, scales, x, key, include_tv=problem.optimizer != "sgd_paper")
+            return energy(problem, params, tgt, scales, x, key, include_tv=include_tv)
 
     def step_draws(step: jax.Array) -> list[jax.Array]:
         # The step's energy, traced only to record its draws: nothing else of it is returned, so XLA drops
@@ -405,8 +405,8 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
                                 length=length, unroll=bool(unroll))
     if not report:
         return state, terms
-    with draws.replaying(None if table is None else [t[state.step - start] for t in table]):
-        value, now = energy(problem, params, tgt, scales, state.x, jax.random.fold_in(base_key, state.step))
+    drawn = None if table is None else [t[state.step - start] for t in table]
+    value, now = loss_fn(state.x, jax.random.fold_in(base_key, state.step), drawn, include_tv=True)
     return state, terms, {"total": value, **now}
 
 

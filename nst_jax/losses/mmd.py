@@ -115,12 +115,14 @@ def linear_time_pairs(
         raise ValueError(f"the linear estimator needs at least 2 rows on each side, got M={x.shape[0]}, "
                          f"M'={y.shape[0]}")
     kx, ky = jax.random.split(key)
-    # A permutation's entries are in range and distinct: no out-of-range masking in the gather or in its
-    # gradient's scatter-add (that masking was an eighth of the Gaussian's compiled step).
-    xs = jnp.asarray(x).at[draws.permutation(kx, x.shape[0])[: 2 * pairs]].get(mode="promise_in_bounds",
-                                                                               unique_indices=True)
-    ys = jnp.asarray(y).at[draws.permutation(ky, y.shape[0])[: 2 * pairs]].get(mode="promise_in_bounds",
-                                                                               unique_indices=True)
+
+    def shuffled(z: jax.Array, k: jax.Array) -> jax.Array:
+        # A permutation's entries are in range and distinct: no out-of-range masking in the gather or in its
+        # gradient's scatter-add (that masking was an eighth of the Gaussian's compiled step).
+        rows = draws.permutation(k, z.shape[0])[: 2 * pairs]
+        return jnp.asarray(z).at[rows].get(mode="promise_in_bounds", unique_indices=True)
+
+    xs, ys = shuffled(x, kx), shuffled(y, ky)
     return xs[0::2], xs[1::2], ys[0::2], ys[1::2]
 
 
