@@ -325,7 +325,7 @@ def make_jax_runner(side: JaxSide, steps: int, chunk: int, name: str) -> Runner:
     import jax
     import jax.numpy as jnp
 
-    from nst_jax import transfer
+    from nst_jax import lapack, transfer
 
     fn = jax.jit(functools.partial(transfer.chunk, side.problem, side.settings, chunk), donate_argnums=0)
 
@@ -335,10 +335,11 @@ def make_jax_runner(side: JaxSide, steps: int, chunk: int, name: str) -> Runner:
     args = (side.params, side.tgt, side.scales, side.loop_key)
     t0 = time.perf_counter()
     compiled = fn.lower(carry(), *args).compile()
-    out = compiled(carry(), *args)
-    jax.block_until_ready(out)
+    with lapack.single_threaded():  # as nst_jax's run driver runs its steps (nst_jax/lapack.py)
+        jax.block_until_ready(compiled(carry(), *args))
     warmup = time.perf_counter() - t0
 
+    @lapack.single_threaded()
     def run_round():
         c = carry()
         jax.block_until_ready(c)

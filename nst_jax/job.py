@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 import nst_jax
 from nst_jax import config as cfg_lib
-from nst_jax import image, transfer
+from nst_jax import image, lapack, transfer
 from nst_jax import weights as weights_lib
 
 STATUSES = ("done", "stopped_early", "nonfinite", "interrupted")
@@ -336,6 +336,7 @@ class Placement:
         return _batched("chunk", problem, self.mesh, settings, length).lower(*args).compile()
 
 
+@lapack.single_threaded()  # the host's LAPACK on one thread while XLA:CPU's pool runs the steps
 def run(
     problem: transfer.Problem,
     settings: transfer.StepSettings,
