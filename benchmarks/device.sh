@@ -30,8 +30,8 @@
 # methods it finished. Its random VGG-19 .pth (no pretrained weights on the machine; 550 MB)
 # stays in a temporary folder, never in OUT_DIR.
 #
-# Installs nothing: it needs python3 (or $PYTHON) with jax (CUDA), flax, optax, torch, torchvision, pillow and
-# psutil; not ml_collections. Run from anywhere; nst_jax is imported from this working tree.
+# Installs nothing: it needs python3 (or $PYTHON) with jax (CUDA), flax, optax, torch, torchvision, pillow,
+# psutil and threadpoolctl (nst_jax's runs set the BLAS threads); not ml_collections. Run from anywhere; nst_jax is imported from this working tree.
 # NST_BENCH_DRY=1 checks the script itself on a CPU machine in a few minutes (64 and 96 px, one round of 2
 # steps, memory at 64 and 96 px): same stages and commands, no GPU needed.
 set -uo pipefail
@@ -88,7 +88,7 @@ say "budget ${budget}s, out $out, work $work"
 { nvidia-smi; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
   echo "nproc $(nproc)"; free -g | head -2; } 2>&1 | tee -a "$log"
 stage check "${caps[0]}" - "$py" -c "
-import sys, jax, jaxlib, flax, optax, numpy, torch, torchvision
+import sys, jax, jaxlib, flax, optax, numpy, torch, torchvision, threadpoolctl
 print('python', sys.version.split()[0], '| jax', jax.__version__, 'jaxlib', jaxlib.__version__, '| flax',
       flax.__version__, 'optax', optax.__version__, 'numpy', numpy.__version__)
 print('jax backend', jax.default_backend(), 'devices', jax.devices())
