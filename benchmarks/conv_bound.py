@@ -9,7 +9,7 @@ Side by side in one process, each measurement alternating between the two framew
    ``nn.Conv``) against PyTorch's (oneDNN on a CPU; NCHW and channels_last).
 2. The network alone: the image through relu5_1 and the input gradient of a fixed linear function of the
    activations at the default style and content layers (what every method's step shares).
-3. Each method's whole step (:mod:`benchmarks.run`'s ``jax`` and ``torch_eager`` runners), and from it the
+3. Each method's whole step (:func:`benchmarks.run.bench_size`, frameworks ``jax`` and ``torch_eager``), and the
    bound: if nst_jax's losses, Adam and clamp cost nothing, its step would be its network pass, so PyTorch's step
    over nst_jax's network time is the highest ratio it could reach.
 
@@ -146,30 +146,22 @@ def time_pairs(pairs: dict[str, Callable[[], Any]], rounds: int, reps: int) -> d
     return {k: statistics.median(v) for k, v in per.items()}
 
 
-def method_steps(method: str, size: int, params: Any, pth: str, rounds: int, steps: int, chunk: int
-                 ) -> dict[str, float]:
-    """ms per step of ``method``'s whole step: nst_jax's chunked loop and PyTorch eager (the layout its probe
-    picks), as :mod:`benchmarks.run` times them."""
-    from benchmarks import torch_baseline as tb
-
-    content, style = bench_run.demo_images(size)
-    side = bench_run.jax_side(method, params, content, style)
-    perms = None
-    if method in ("gaussian", "mkmmd", "swd"):
-        perms = [tb.perms_to_torch(p, "cpu") for p in bench_run.jax_pair_perms(side, steps, size)]
-    deepest = bench_run.SETTINGS["style_layers"][-1]
-    cl, _ = bench_run.choose_layout(lambda cl: bench_run.torch_side(
-        side, tb.load_features(pth, deepest, bench_run.SETTINGS["pooling"], "cpu", cl), content, style, cl, None))
-    ts = bench_run.torch_side(side, tb.load_features(pth, deepest, bench_run.SETTINGS["pooling"], "cpu", cl),
-                              content, style, cl, None)
-    runners = [bench_run.make_jax_runner(side, steps, chunk, "jax"),
-               bench_run.make_torch_runner(ts, steps, chunk, perms, "torch_eager")]
-    per: dict[str, list[float]] = {r.name: [] for r in runners}
-    for _ in range(rounds):
-        for r in runners:
-            blocks, _ = r.round()
-            per[r.name].append(1e3 * statistics.median(blocks) / chunk)
-    return {**{k: statistics.median(v) for k, v in per.items()}, "torch_layout": "channels_last" if cl else "nchw"}
+def method_steps(methods: Sequence[str], size: int, params: Any, pth: str, args: Any, log: Callable[[str], None]
+                 ) -> dict[str, dict[str, Any]]:
+    """{method: {"jax": ms, "torch_eager": ms, "torch_layout": "nchw" or "channels_last"}}: each method's whole
+    step timed by :func:`benchmarks.run.bench_size` (nst_jax's chunked loop and PyTorch eager in the layout its
+    probe picks, rounds in turn)."""
+    run_args = argparse.Namespace(rounds=args.rounds, steps=args.steps, chunk=args.chunk, torch_layout="auto",
+                                  torch_step_mode="auto")
+    out: dict[str, dict[str, Any]] = {}
+    for row in bench_run.bench_size(size, methods, ("jax", "torch_eager"), pth, params, run_args, "cpu", log):
+        if "error" in row:
+            raise RuntimeError(f"{row['method']} {row['framework']}: {row['error']}")
+        times = out.setdefault(row["method"], {})
+        times[row["framework"]] = row["ms_per_iter"]
+        if "torch_layout" in row:
+            times["torch_layout"] = row["torch_layout"]
+    return out
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -268,9 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + " ms")
         res["network"] = time_pairs(network_pair(args.size, params, pth), args.rounds, args.reps)
         log("network: " + ", ".join(f"{k} {v:.1f}" for k, v in res["network"].items()) + " ms")
-    for m in methods:
-        res["methods"][m] = method_steps(m, args.size, params, pth, args.rounds, args.steps, args.chunk)
-        log(f"{m}: jax {res['methods'][m]['jax']:.0f}, torch_eager {res['methods'][m]['torch_eager']:.0f} ms/step")
+    if methods:
+        res["methods"] = method_steps(methods, args.size, params, pth, args, log)
     atomic.write_json(os.path.join(args.out, "results.json"), res)
     atomic.write_bytes(os.path.join(args.out, "results.md"), markdown(res).encode())
     print(markdown(res))

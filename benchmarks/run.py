@@ -544,6 +544,8 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
                     "last_rel": rel(losses[r.name][-1]["total"], ref[-1]["total"]),
                     "last_step": len(ref) - 1,
                 }
+            if r.name in TORCH:
+                row["torch_layout"] = "channels_last" if features["cl"] else "nchw"
             if device == "cuda":
                 row["mfu"] = {p: row["tflops"] / peak for p, peak in H100_PEAKS.items()}
             results.append(row)

@@ -193,3 +193,4 @@ def test_memory_is_sampled_in_an_untimed_round(random_pth, tmp_path, monkeypatch
     for r in rows:
         assert len(r["round_ms"]) == 2 and r["ms_per_iter"] > 0 and r["memory"]["heap_delta_bytes"] is not None
     assert rows[1]["parity"]["step0_rel"] < 1e-3
+    assert "torch_layout" not in rows[0] and rows[1]["torch_layout"] in ("nchw", "channels_last")
