@@ -31,7 +31,8 @@
 # stays in a temporary folder, never in OUT_DIR.
 #
 # Installs nothing: it needs python3 (or $PYTHON) with jax (CUDA), flax, optax, torch, torchvision, pillow,
-# psutil and threadpoolctl (nst_jax's runs set the BLAS threads); not ml_collections. Run from anywhere; nst_jax is imported from this working tree.
+# psutil and threadpoolctl (nst_jax's runs set the BLAS threads); not ml_collections. Run from anywhere;
+# nst_jax is imported from this working tree.
 # NST_BENCH_DRY=1 checks the script itself on a CPU machine in a few minutes (64 and 96 px, one round of 2
 # steps, memory at 64 and 96 px): same stages and commands, no GPU needed.
 set -uo pipefail
