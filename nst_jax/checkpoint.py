@@ -47,9 +47,9 @@ def array_sha256(arr: np.ndarray) -> str:
 
 def save(path: str, *, carry: Any, key: jax.Array, fingerprint: str, factors: list[float],
          history: dict[str, list[float]], scale: int = 0, run_s: float = 0.0) -> None:
-    """Writes the checkpoint atomically. ``carry`` = (x, opt_state, step, stopped); ``scale``: which size of
+    """Writes the checkpoint atomically. ``carry``: a :class:`nst_jax.transfer.LoopState`; ``scale``: which size of
     a coarse-to-fine run it belongs to; ``run_s``: seconds of steps so far, over every process of the run."""
-    x, opt_state, step, stopped = jax.device_get(carry)
+    x, opt_state, step, stopped = jax.device_get((carry.x, carry.opt_state, carry.step, carry.stopped))
     state = {
         "format": FORMAT, "version": VERSION, "fingerprint": fingerprint,
         "x": np.asarray(x), "opt_state": serialization.to_state_dict(opt_state),
@@ -101,11 +101,13 @@ def load(path: str, *, template_carry: Any, fingerprint: str) -> Saved:
     if state["fingerprint"] != fingerprint:
         raise UserError(f"checkpoint {path}: written by a run with other settings, weights or inputs; "
                         "delete it or run without --resume")
-    x0, opt0, _, _ = template_carry
+    x0, opt0 = template_carry.x, template_carry.opt_state
     x = np.asarray(state["x"], np.float32)
     if x.shape != tuple(x0.shape):
         raise UserError(f"checkpoint {path}: image shape {x.shape} does not match this run's {tuple(x0.shape)}")
     opt_state = serialization.from_state_dict(opt0, state["opt_state"])
-    carry = (x, opt_state, np.int32(state["step"]), np.bool_(state["stopped"]))
+    # The run's step count is this run's (the template's): --steps may be raised to continue further.
+    carry = template_carry._replace(x=x, opt_state=opt_state, step=np.int32(state["step"]),
+                                    stopped=np.bool_(state["stopped"]))
     return Saved(carry, np.asarray(state["key"]), list(state["factors"]), json.loads(state["history"]),
                  float(state.get("run_s", 0.0)))

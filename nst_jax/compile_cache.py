@@ -18,6 +18,7 @@ The Python API (:func:`nst_jax.runner.stylize`) leaves JAX's configuration to it
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from nst_jax import weights as weights_lib
@@ -25,6 +26,9 @@ from nst_jax.errors import UserError
 
 ENV = "NST_JAX_COMPILE_CACHE"
 OFF = ("off", "none", "no", "false", "0")
+
+_new_folder: str | None = None
+"""The outermost folder :func:`enable` found missing (JAX creates it), for :func:`discard_new`."""
 
 
 def default_dir() -> str:
@@ -44,9 +48,11 @@ def resolve(flag_value: str | None) -> tuple[str | None, bool]:
 
 
 def enable(flag_value: str | None) -> str | None:
-    """Points JAX's persistent compilation cache at the folder :func:`resolve` gives, creating it; returns the
-    folder (``None``: off). Every compiled program is stored, whatever its compile time (JAX's default keeps
-    only those over 1 s, which would leave out the targets' and the balance's small programs).
+    """Points JAX's persistent compilation cache at the folder :func:`resolve` gives and returns it (``None``:
+    off). The folder is checked here but not created: JAX creates it when it stores the first program, so a run
+    refused for its inputs, flags or weights leaves nothing behind. Every compiled program is stored, whatever
+    its compile time (JAX's default keeps only those over 1 s, which would leave out the targets' and the
+    balance's small programs).
 
     Raises:
       UserError: a folder the user named (flag or environment) cannot be created or written. The default
@@ -55,10 +61,9 @@ def enable(flag_value: str | None) -> str | None:
     path, named = resolve(flag_value)
     if path is None:
         return None
+    global _new_folder
     try:
-        os.makedirs(path, exist_ok=True)
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise PermissionError(f"{path} is not writable")
+        _new_folder = _check_creatable(path)
     except OSError as e:
         reason = e.strerror or str(e)
         if named:
@@ -72,3 +77,29 @@ def enable(flag_value: str | None) -> str | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def discard_new() -> None:
+    """Removes the cache folder if this process's :func:`enable` found it missing: a run refused for its inputs,
+    flags or weights (some small programs compile before those checks end) leaves no folder behind."""
+    global _new_folder
+    if _new_folder is not None:
+        shutil.rmtree(_new_folder, ignore_errors=True)
+        _new_folder = None
+
+
+def _check_creatable(path: str) -> str | None:
+    """Raises OSError unless ``path`` is a writable folder, or could be created as one: its nearest existing
+    ancestor is a writable folder. Returns the outermost missing folder on the way to ``path`` (None: it
+    exists)."""
+    existing, missing = path, None
+    while not os.path.lexists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing, missing = parent, existing
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(20, "Not a directory", existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(13, f"{existing} is not writable")
+    return missing

@@ -284,7 +284,8 @@ class StepSettings:
     """Everything compiled into a step besides the :class:`Problem` (hashable).
 
     Attributes:
-      steps: the run's step count; steps at or past it leave the state unchanged.
+      steps: the run's step count (the driver's; the compiled chunk reads it from :attr:`LoopState.end`, so a
+        program does not depend on it and runs of other lengths share it).
       low, high: the valid range of each preprocessed channel (RGB 0 and 1), the projection after each update.
       lr: Adam's learning rate.
       sgd: the paper's SGD settings (used with ``optimizer="sgd_paper"``).
@@ -308,32 +309,36 @@ class StepSettings:
 
 
 class LoopState(NamedTuple):
-    """What one step carries to the next: the image, the optimiser state, the step count, the early stop."""
+    """What one step carries to the next: the image, the optimiser state, the step count, the early stop, and
+    the run's step count ``end`` (steps at or past it leave the state unchanged): an argument of the compiled
+    chunk rather than a constant in it, so runs that differ only in ``--steps`` share their programs."""
 
     x: jax.Array
     opt_state: Any
     step: jax.Array
     stopped: jax.Array
+    end: jax.Array
 
 
 def init_state(problem: Problem, settings: StepSettings, x0: jax.Array) -> LoopState:
     """The state before step 0 (copies: an optimiser state may alias x0, and the state is donated)."""
     opt = optimizers.make(problem.optimizer, settings)
-    return LoopState(x0, jax.tree.map(jnp.copy, opt.init(x0)), jnp.int32(0), jnp.bool_(False))
+    return LoopState(x0, jax.tree.map(jnp.copy, opt.init(x0)), jnp.int32(0), jnp.bool_(False),
+                     jnp.int32(settings.steps))
 
 
 def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopState, params: Any,
           tgt: Mapping[str, Any], scales: Mapping[str, Any], base_key: jax.Array,
           unroll: bool | None = None, report: bool = False) -> tuple[Any, ...]:
-    """Runs ``length`` steps from ``state``; steps at or past ``settings.steps`` (or after an early stop) leave
+    """Runs ``length`` steps from ``state``; steps at or past ``state.end`` (or after an early stop) leave
     the state unchanged and report NaN losses. Pure; jit it at the call site with the first three arguments
     static (and ``unroll``, ``report``).
 
     ``unroll``: ``False``: a ``lax.scan`` whose body branches (``lax.cond``) past the last step; ``True``: the
     steps unrolled into straight-line code, steps past the last one computed and discarded (``jnp.where``);
     ``None``: unrolled on CPU only, where XLA runs a loop body's convolutions far slower than the same ops
-    unrolled (the README's Performance section has the figures), while on GPU and TPU the scan is as fast and
-    compiles once whatever ``length``.
+    unrolled (docs/performance.md; ``benchmarks/loop_and_load.py`` measures it), while on GPU and TPU the scan
+    is as fast and compiles once whatever ``length``.
 
     Unrolled, the steps' random permutations are drawn in one loop ahead of them (:mod:`nst_jax.losses.draws`):
     the same draws as each step's own, compiled once instead of once per step.
@@ -379,14 +384,14 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
         if settings.stop_tol > 0:
             change = jnp.sqrt(jnp.sum((new_x - s.x) ** 2)) / jnp.maximum(jnp.sqrt(jnp.sum(new_x**2)), 1e-30)
             stopped = change < settings.stop_tol
-        return LoopState(new_x, opt_state, s.step + 1, stopped), {"total": value, **terms}
+        return LoopState(new_x, opt_state, s.step + 1, stopped, s.end), {"total": value, **terms}
 
     def skip(s: LoopState) -> tuple[LoopState, dict[str, jax.Array]]:
         nan = jnp.full((), jnp.nan, jnp.float32)
         return s, {"total": nan, **{k: nan for k in term_names(problem)}}
 
     def body(s: LoopState, drawn: list[jax.Array] | None):
-        active = (s.step < settings.steps) & ~s.stopped
+        active = (s.step < s.end) & ~s.stopped
         if not unroll:
             return jax.lax.cond(active, lambda s: do_step(s, None), skip, s)
         new_state, terms = do_step(s, drawn)

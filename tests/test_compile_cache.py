@@ -52,9 +52,10 @@ def test_unusable_folder_is_an_error_when_named_and_a_warning_by_default(clean_e
 
 def _main(tmp_path, name, *extra, env=None):
     out = tmp_path / f"{name}.png"
+    steps = [] if any(a.startswith("--steps=") for a in extra) else ["--steps=2"]
     proc = subprocess.run(
         [sys.executable, "-m", "nst_jax.main", f"--config={REPO}/configs/test.py", f"--output={out}",
-         "--steps=2", "--balance=none", *extra],
+         *steps, "--balance=none", *extra],
         capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, **(env or {})})
     return proc, out
 
@@ -75,6 +76,36 @@ def test_second_run_of_the_same_shapes_loads_instead_of_compiling(random_weights
     assert t2 < t1, (t1, t2)  # tracing and lowering remain; XLA's compilation does not
     assert out1.read_bytes() == out2.read_bytes()  # the loaded program computes the same image
     assert sorted(os.listdir(cache)) == sorted(entries)  # nothing new to store
+    # The programs do not depend on the run's step count (only on the chunk): 3 steps load the 2-step run's.
+    third, _ = _main(tmp_path, "third", f"--weights={random_weights}", f"--compile_cache={cache}", "--steps=3",
+                     env={"JAX_DEBUG_LOG_MODULES": "jax._src.compiler"})
+    assert third.returncode == 0, third.stderr
+    assert "cache hit for 'jit_chunk'" in third.stderr and "CACHE MISS for 'jit_chunk'" not in third.stderr
+    assert sorted(os.listdir(cache)) == sorted(entries)
+
+
+def test_a_refused_run_leaves_no_cache_folder(random_weights, tmp_path):
+    """Some small programs compile before every input is checked; a refused run still leaves no folder."""
+    for bad in ([f"--weights={tmp_path / 'missing.msgpack'}"],
+                [f"--weights={random_weights}", f"--content={tmp_path / 'missing.png'}"]):
+        cache = tmp_path / "new" / "cache"
+        proc, out = _main(tmp_path, "refused", *bad, f"--compile_cache={cache}")
+        assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+        assert not (tmp_path / "new").exists() and not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    proc, _ = _main(tmp_path, "refused", f"--weights={tmp_path / 'missing.msgpack'}", f"--compile_cache={kept}")
+    assert proc.returncode == 2 and kept.is_dir()  # a folder that was there before stays
+
+
+def test_enable_checks_without_creating(clean_env, monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax.config, "update", lambda *args: None)  # this test process keeps its own settings
+    target = clean_env / "a" / "b" / "xla"
+    assert compile_cache.enable(str(target)) == str(target)
+    assert not (clean_env / "a").exists()
+    compile_cache.discard_new()  # nothing created yet: nothing to remove, no error
 
 
 def test_cli_reports_an_unusable_cache_folder_in_one_line(random_weights, tmp_path):
