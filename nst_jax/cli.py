@@ -18,11 +18,11 @@ from typing import Any, NoReturn
 import numpy as np
 from absl import flags
 
-from nst_jax import checkpoint, image, job, outputs, report, runner
+from nst_jax import checkpoint, compile_cache, errors, image, job, outputs, report, runner
 from nst_jax import config as cfg_lib
 from nst_jax.errors import UserError
 
-EXIT_USER_ERROR = 2
+EXIT_USER_ERROR = errors.EXIT_USER_ERROR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +68,9 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
             "process's), its memory and work; the result of one device to float rounding; not with --strips, nor "
             "in batch mode."),
     RunFlag("content_mask", "string", "Spatial control: a label image of the content, each colour a region styled "
-            "like the same colour of --style_mask."),
-    RunFlag("style_mask", "string", "Label images of the styles, comma-separated, one per --style image."),
+            "like the same colour of --style_mask; demo: the demo content's (sky, hills, house)."),
+    RunFlag("style_mask", "string", "Label images of the styles, comma-separated, one per --style image; demo: the "
+            "demo painting's (blue and yellow strokes)."),
     RunFlag("mask_fallback", "enum:none|whole", "Content colours with no style region: no style loss (none) or the "
             "whole style (whole)."),
 )
@@ -111,27 +112,13 @@ def apply_run_flags(config: Any) -> None:
 
 
 def fail(message: str) -> NoReturn:
-    """Prints ``error: message`` on one line and exits with status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_USER_ERROR)
+    """Prints ``error: message`` on one line and exits with status 2, leaving nothing behind: not even the
+    compilation cache's folder, if this run would have created it."""
+    compile_cache.discard_new()
+    errors.exit_user_error(message)
 
 
-HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with bad flags reported as one line and exit status 2 (absl's own exits 1), and
-    ``--help`` exiting 0 (absl prints the help, then exits 1)."""
-    try:
-        return flags.FLAGS(argv)
-    except SystemExit as e:
-        if e.code == 1 and any(a in HELP_FLAGS for a in argv[1:]):
-            sys.exit(0)
-        raise
-    except flags.Error as e:
-        fail(str(e).splitlines()[0])
-    except (ValueError, TypeError, KeyError, AttributeError) as e:  # config-file overrides (--config.x=...)
-        fail(f"bad --config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+parse_flags = errors.parse_flags  # the entry modules' flag parsing (one line and status 2 for a bad flag)
 
 
 class StopOnInterrupt:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import subprocess
 import tarfile
 import zipfile
@@ -346,16 +347,16 @@ def test_truncated_legacy_refused(tmp_path):
     "content,message",
     [
         (b"", "empty file"),
-        (b"hello, this is not a checkpoint\n" * 10, "corrupt checkpoint|not a PyTorch checkpoint"),
+        (b"hello, this is not a checkpoint\n" * 10, "corrupt|not a PyTorch checkpoint"),
         (pickle.dumps(12345, protocol=2), "not a PyTorch checkpoint"),
-        (b"\x89PNG\r\n\x1a\n" + bytes(100), "corrupt checkpoint|not a PyTorch checkpoint"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(100), "corrupt|not a PyTorch checkpoint"),
     ],
     ids=["empty", "text", "other-pickle", "png"],
 )
 def test_not_a_checkpoint(tmp_path, content, message):
     path = tmp_path / "x.pth"
     path.write_bytes(content)
-    with pytest.raises(WeightsError, match=message):
+    with pytest.raises(WeightsError, match=rf"^checkpoint {re.escape(str(path))}: .*({message})"):
         read_state_dict(str(path))
 
 
@@ -540,6 +541,20 @@ def test_cli_errors(tmp_path, args, message):
     proc = run_converter(f"--output={out}", *args, env={"NST_JAX_CACHE": str(tmp_path / "cache")})
     assert _one_error_line(proc).startswith(message.replace("CKPT", ckpt))
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_cli_text_file_is_named(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a checkpoint\n" * 20)
+    proc = run_converter(f"--checkpoint={path}", f"--output={tmp_path / 'out.msgpack'}")
+    assert _one_error_line(proc).startswith(f"error: checkpoint {path}: corrupt: its pickle does not load")
+    assert not (tmp_path / "out.msgpack").exists()
+
+
+def test_cli_help_and_bad_flag():
+    help_ = run_converter("--help")
+    assert help_.returncode == 0 and "--checkpoint" in help_.stdout + help_.stderr
+    assert _one_error_line(run_converter("--no_such_flag=1")) == "error: Unknown command line flag 'no_such_flag'"
 
 
 def test_cli_unsafe_checkpoint(tmp_path):

@@ -23,7 +23,7 @@ import tempfile
 from absl import app, flags, logging
 
 from nst_jax.atomic import check_writable
-from nst_jax.errors import UserError, WeightsError
+from nst_jax.errors import UserError, WeightsError, exit_user_error, parse_flags
 
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint",
@@ -121,10 +121,9 @@ def main(argv: list[str]) -> None:
             raise UserError(f"unexpected arguments {' '.join(argv[1:])}; use --checkpoint=FILE")
         output = run(_CHECKPOINT.value, _SOURCE.value, _OUTPUT.value, _SHA256.value, _URL.value, _TIMEOUT.value)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_user_error(str(e))
     print(f"wrote {output} (source: {_SOURCE.value})")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -101,29 +101,29 @@ class _TensorRef(_Refused):
 
 def _int(value: Any, what: str) -> int:
     if type(value) is not int or value < 0:  # bool is refused too
-        raise WeightsError(f"corrupt checkpoint: {what} is {value!r}, not a non-negative integer")
+        raise WeightsError(f"corrupt: {what} is {value!r}, not a non-negative integer")
     return value
 
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, tuple | list):
-        raise WeightsError(f"corrupt checkpoint: {what} is {type(value).__name__}, not a tuple")
+        raise WeightsError(f"corrupt: {what} is {type(value).__name__}, not a tuple")
     return tuple(_int(v, what) for v in value)
 
 
 def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> _TensorRef:
     """Stands for ``torch._utils._rebuild_tensor``: checks the view fits in its storage."""
     if not isinstance(storage, _StorageRef):
-        raise WeightsError("corrupt checkpoint: a tensor is built from something that is not a storage")
+        raise WeightsError("corrupt: a tensor is built from something that is not a storage")
     offset = _int(storage_offset, "a storage offset")
     size, stride = _ints(size, "a tensor size"), _ints(stride, "a tensor stride")
     if len(size) != len(stride):
-        raise WeightsError(f"corrupt checkpoint: tensor size {size} and stride {stride} differ in length")
+        raise WeightsError(f"corrupt: tensor size {size} and stride {stride} differ in length")
     if 0 not in size:
         extent = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
         if extent > storage.numel:
             raise WeightsError(
-                f"corrupt checkpoint: a tensor of size {size} needs {extent} elements of storage "
+                f"corrupt: a tensor of size {size} needs {extent} elements of storage "
                 f"{storage.key}, which has {storage.numel}"
             )
     return _TensorRef(storage, offset, size, stride)
@@ -147,7 +147,7 @@ def _rebuild_parameter(
 ) -> Any:
     """Stands for ``torch._utils._rebuild_parameter`` (a saved ``nn.Parameter``): its tensor."""
     if not isinstance(data, _TensorRef):
-        raise WeightsError("corrupt checkpoint: a parameter wraps something that is not a tensor")
+        raise WeightsError("corrupt: a parameter wraps something that is not a tensor")
     return data
 
 
@@ -184,28 +184,28 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> _StorageRef:
         if not isinstance(pid, tuple) or not pid:
-            raise WeightsError(f"corrupt checkpoint: persistent id {pid!r:.80}")
+            raise WeightsError(f"corrupt: persistent id {pid!r:.80}")
         kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if kind != "storage" or len(pid) != (6 if self.legacy else 5):
             raise UnsafeCheckpointError(f"unsafe checkpoint: persistent id of kind {kind!r:.40} refused")
         storage_type, key, _location, numel = pid[1:5]
         if not isinstance(storage_type, _StorageType):
-            raise WeightsError(f"corrupt checkpoint: storage type {storage_type!r:.80}")
+            raise WeightsError(f"corrupt: storage type {storage_type!r:.80}")
         if not isinstance(key, str) or not _STORAGE_KEY.match(key) or key in (".", ".."):
-            raise WeightsError(f"corrupt checkpoint: storage key {key!r:.80}")
+            raise WeightsError(f"corrupt: storage key {key!r:.80}")
         numel = _int(numel, f"the size of storage {key}")
         known = self.storages.get(key)
         if known is None:
             known = self.storages[key] = _StorageRef(key, storage_type.dtype, numel)
         elif known.dtype != storage_type.dtype or known.numel != numel:
-            raise WeightsError(f"corrupt checkpoint: storage {key} is named with two types or sizes")
+            raise WeightsError(f"corrupt: storage {key} is named with two types or sizes")
         if self.legacy and pid[5] is not None:
             # A view of part of a storage (PyTorch < 0.4): (view key, element offset, element count).
             view_key, offset, view_numel = pid[5]
             offset, view_numel = _int(offset, "a view offset"), _int(view_numel, "a view size")
             if offset + view_numel > numel:
                 raise WeightsError(
-                    f"corrupt checkpoint: storage view {view_key!r:.40} overruns storage {key}"
+                    f"corrupt: storage view {view_key!r:.40} overruns storage {key}"
                 )
             return _StorageRef(key, storage_type.dtype, view_numel, offset)
         return known
@@ -219,7 +219,7 @@ def _unpickle(file: IO[bytes], legacy: bool) -> tuple[Any, dict[str, _StorageRef
         raise
     except Exception as e:  # a corrupt pickle raises any of a dozen types
         raise WeightsError(
-            f"corrupt checkpoint: its pickle does not load ({type(e).__name__}: {e})"[:300]
+            f"corrupt: its pickle does not load ({type(e).__name__}: {e})"[:300]
         ) from None
     return obj, unpickler.storages
 
@@ -228,7 +228,7 @@ def _load_plain(file: IO[bytes], what: str) -> Any:
     """Unpickles a plain value (a number, a list of strings, a dict of them): no global is admitted."""
     obj, storages = _unpickle(file, legacy=True)
     if storages:
-        raise WeightsError(f"corrupt checkpoint: {what} refers to a storage")
+        raise WeightsError(f"corrupt: {what} refers to a storage")
     return obj
 
 
@@ -247,7 +247,7 @@ def _materialize(ref: _TensorRef, data: np.ndarray) -> np.ndarray:
 def _from_bytes(raw: bytes, dtype: np.dtype, numel: int, byteorder: str, key: str) -> np.ndarray:
     need = numel * dtype.itemsize
     if len(raw) < need:
-        raise WeightsError(f"corrupt checkpoint: storage {key} has {len(raw)} bytes, its tensors need {need}")
+        raise WeightsError(f"corrupt: storage {key} has {len(raw)} bytes, its tensors need {need}")
     stored = dtype.newbyteorder("<" if byteorder == "little" else ">") if dtype.itemsize > 1 else dtype
     return np.frombuffer(raw, stored, count=numel).astype(dtype, copy=False)
 
@@ -396,6 +396,15 @@ def read_state_dict(path: str, keep: Callable[[str], bool] | None = None) -> dic
       UnsafeCheckpointError: the pickle refers to anything but tensors, or a zip member's name escapes.
       WeightsError: the file is missing, empty, truncated, corrupt, in the tar format, not a dict of tensors.
     """
+    try:
+        return _read(path, keep)
+    except WeightsError as e:  # every message names the file, as every other error of the program does
+        if str(e).startswith(f"checkpoint {path}:"):
+            raise
+        raise type(e)(f"checkpoint {path}: {e}") from None
+
+
+def _read(path: str, keep: Callable[[str], bool] | None) -> dict[str, np.ndarray]:
     try:
         file = open(path, "rb")
     except IsADirectoryError:
