@@ -244,7 +244,8 @@ def run_round(
         if progress is not None:
             first = c.trackers[0]
             progress(job_lib.Progress(first.step, steps, first.latest(), first.step / max(c.elapsed_s, 1e-9),
-                                      label=shown, size=tuple(items[0].inputs.content.shape[:2])))
+                                      label=shown, size=tuple(items[0].inputs.content.shape[:2]),
+                                      estimates=job_lib.estimated_terms(problem)))
         return should_stop is not None and should_stop()
 
     results = job_lib.run(problem, cfg_lib.step_settings(cfg, weights.source),

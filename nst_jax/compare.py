@@ -102,7 +102,8 @@ def main(argv: list[str]) -> None:
                 outputs.write_outputs(out, result, record)
                 final = record["final_losses"]
                 tiles.append((result, f"{label}  {record['run_s']:.1f} s (+{record['compile_s']:.0f} s compile)\n"
-                                      f"style {final['style']:.3g} content {final['content']:.3g}"))
+                                      f"style{'~' if record['notes'] else ''} {final['style']:.3g} "
+                                      f"content {final['content']:.3g}"))
                 curves[label] = record["losses"]
                 results[label] = result
                 summary["runs"][label] = {"output": out, "run_s": record["run_s"], "compile_s": record["compile_s"],

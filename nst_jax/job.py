@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 import nst_jax
 from nst_jax import config as cfg_lib
-from nst_jax import image, lapack, transfer
+from nst_jax import image, lapack, losses, transfer
 from nst_jax import weights as weights_lib
 
 STATUSES = ("done", "stopped_early", "nonfinite", "interrupted")
@@ -53,7 +53,7 @@ def chunk_report(problem: transfer.Problem, settings: transfer.StepSettings, len
     what the progress bar shows for the step it reports, and after the last chunk the run's final energy.
 
     Returns (the new state, {term: (length,)} before each step, {"total", term...: scalar} at the new state).
-    One forward pass more per chunk (the README's Performance section has its cost)."""
+    One forward pass more per chunk (``benchmarks/report_cost.py`` measures its cost)."""
     return transfer.chunk(problem, settings, length, state, params, tgt, scales, key, report=True)
 
 
@@ -263,6 +263,26 @@ class Chunk:
     before_s: float = 0.0
 
 
+def estimated_terms(problem: transfer.Problem) -> tuple[str, ...]:
+    """The energy terms that are unbiased estimates (a style method's :attr:`unbiased_estimate`): they, and the
+    style and total energies that add them, can be negative, which a display and the record say."""
+    names = losses.term_names(problem.terms)
+    fused = [f"style:{n}" for n, t in zip(names, problem.terms, strict=True)
+             if len(problem.terms) > 1 and t.method.unbiased_estimate]
+    if not any(t.method.unbiased_estimate for t in problem.terms):
+        return ()
+    return ("total", "style", *fused, *(f"style@{r}" for r in problem.regions))
+
+
+def estimate_notes(problem: transfer.Problem) -> list[str]:
+    """The run record's words on terms that can be negative (empty when none can)."""
+    return [f"style method {t.name} ({t.method.describe()}): its energy is an unbiased estimate of MMD^2, which "
+            f"fluctuates around its expected value and is negative when the result's features are as close to "
+            f"the style's as the estimate can tell; read its trend over the loss history (or the cross-evaluation "
+            f"of python -m nst_jax.compare, which uses exact distances), not its sign"
+            for t in problem.terms if t.method.unbiased_estimate]
+
+
 @dataclasses.dataclass(frozen=True)
 class Progress:
     """What a progress display is given after each chunk of a run.
@@ -274,6 +294,7 @@ class Progress:
       start_step: the step this process started from (a resumed run's checkpoint; else 0).
       scale, scales: which size of a coarse-to-fine run (0-based) of how many; size: its (H, W).
       label: what runs, for a display to name it (e.g. ``"scale 1/2, 64x34"``; empty for a plain run).
+      estimates: the terms that are unbiased estimates and can be negative (:func:`estimated_terms`).
     """
 
     step: int
@@ -285,6 +306,7 @@ class Progress:
     scales: int = 1
     size: tuple[int, int] = (0, 0)
     label: str = ""
+    estimates: tuple[str, ...] = ()
 
     @property
     def eta_s(self) -> float:
@@ -537,6 +559,7 @@ def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.W
         "iterations_per_s": (step - start) / run_s if run_s > 0 else None,
         "losses": tracker.history,
         "final_losses": final,
+        "notes": estimate_notes(problem),
     }
     if tracker.nonfinite is not None:
         record["nonfinite"] = {"step": tracker.nonfinite[0], "terms": tracker.nonfinite[1]}

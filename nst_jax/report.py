@@ -53,7 +53,9 @@ def line(p: Progress, width: int = 24) -> str:
     filled = int(round(p.step / max(p.steps, 1) * width))
     eta = p.eta_s
     eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "--:--:--"
-    shown = " ".join(f"{k} {p.losses[k]:.4g}" for k in SHOWN_TERMS if k in p.losses)
+    # "~": an unbiased estimate (the Gaussian's and mkmmd's MMD^2 by default), which can be negative.
+    shown = " ".join(f"{k}{'~' if k in p.estimates else ''} {p.losses[k]:.4g}" for k in SHOWN_TERMS
+                     if k in p.losses)
     head = f"{p.label} " if p.label else ""
     resumed = f" (resumed from {p.start_step})" if p.start_step else ""
     return (f"{head}[{'#' * filled}{'.' * (width - filled)}] {p.step}/{p.steps}{resumed} {shown} | "
@@ -62,12 +64,11 @@ def line(p: Progress, width: int = 24) -> str:
 
 def summary(record: dict[str, Any]) -> str:
     """What a finished run did, from its record: steps and seconds of steps in this process (after its
-    compile time), the whole run's when it was resumed, and each scale of a coarse-to-fine run."""
+    compile time), every scale counted, the whole run's when it was resumed, and the sizes of a coarse-to-fine
+    run."""
+    text = (f"{record['steps_this_process']} steps in {record['run_s']:.1f} s after {record['compile_s']:.1f} s "
+            f"compile")
     scales = record.get("scales") or [record]
-    steps = sum(s["steps_this_process"] for s in scales)
-    run_s = sum(s["run_s"] for s in scales)
-    compile_s = sum(s["compile_s"] for s in scales)
-    text = f"{steps} steps in {run_s:.1f} s after {compile_s:.1f} s compile"
     if len(scales) > 1:
         sizes = ", ".join(f"{s['size'][1]}x{s['size'][0]}" for s in scales)
         text = f"{len(scales)} scales ({sizes}): {text}"
@@ -76,4 +77,7 @@ def summary(record: dict[str, Any]) -> str:
         r = resumed[0]
         text += (f"; resumed from step {r['resumed_from']}: the run did {r['steps_run']} steps at this size "
                  f"in {r['run_s_whole']:.1f} s over all its processes")
+    if record.get("notes"):
+        text += ("; the style energy is an unbiased estimate (~ on the bar), which can be negative: the record's "
+                 "notes say how to read it")
     return text

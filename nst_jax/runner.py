@@ -100,6 +100,11 @@ ProgressFn = Callable[[job.Progress], None]
 SnapshotFn = Callable[[int, np.ndarray], None]
 
 
+SUMMED = ("steps_run", "steps_this_process", "setup_s", "compile_s", "run_s", "run_s_before", "run_s_whole",
+          "scale_s")
+"""The run record's step counts and times that add up over the scales of a coarse-to-fine run: the record's
+top level has their sums, ``scales`` each scale's own."""
+
 def stylize(
     content: ImageLike,
     style: ImageLike | list[ImageLike],
@@ -197,11 +202,16 @@ def stylize(
         except (NonFiniteLoss, Interrupted) as e:
             e.image = _finish_colour(config, e.image, content_full, size)
             raise
-        per_scale.append({"size": list(content_rgb.shape[:2]),
-                          **{k: record[k] for k in ("steps_run", "steps_this_process", "resumed_from", "compile_s",
-                                                    "run_s", "run_s_whole", "final_losses", "losses")}})
+        per_scale.append({"size": list(content_rgb.shape[:2]), "resumed_from": record["resumed_from"],
+                          "steps_started_at": record["steps_started_at"],
+                          **{k: record[k] for k in (*SUMMED, "final_losses", "losses")}})
     result = _finish_colour(config, result, content_full, size)
+    # The top level describes the whole run, every scale counted (as the command line's last line says); each
+    # scale's own figures stay under "scales", the losses at the top are the last scale's (the result's).
+    whole = {k: sum(s[k] for s in per_scale) for k in SUMMED}
     record.update(
+        whole, steps_started_at=per_scale[0]["steps_started_at"],
+        iterations_per_s=whole["steps_this_process"] / whole["run_s"] if whole["run_s"] > 0 else None,
         size_note=size_note, scales=per_scale, total_s=time.time() - started,
         preserve_colors=config.preserve_colors,
         style={"inputs": [d for _, d in styles_full], "blend": blend, "size": record["style"]["size"]},
@@ -284,11 +294,11 @@ def _run_scale(
                 rows.same_everywhere(-1)
             raise
         if rows is not None:  # over several processes every one must continue from the same step
-            steps = rows.same_everywhere(int(transfer.LoopState(*saved.carry).step))
+            steps = rows.same_everywhere(int(saved.carry.step))
             if len(set(steps)) > 1:
                 raise UserError(f"--resume: the processes' checkpoints are at steps {steps} (-1: none or "
                                 f"unreadable); every process needs the same {checkpoint_path}")
-        return job.Resumed(transfer.LoopState(*saved.carry), jax.random.wrap_key_data(jnp.asarray(saved.key)),
+        return job.Resumed(saved.carry, jax.random.wrap_key_data(jnp.asarray(saved.key)),
                            saved.factors, saved.history, saved.run_s)
 
     def after_chunk(c: job.Chunk) -> bool:
@@ -298,7 +308,8 @@ def _run_scale(
             hw = tuple(content_rgb.shape[:2])
             progress(job.Progress(step, steps, tracker.latest(), (step - c.start_step) / max(c.elapsed_s, 1e-9),
                                   c.start_step, scale, scales, hw,
-                                  f"scale {scale + 1}/{scales}, {hw[1]}x{hw[0]}" if scales > 1 else ""))
+                                  f"scale {scale + 1}/{scales}, {hw[1]}x{hw[0]}" if scales > 1 else "",
+                                  job.estimated_terms(problem)))
         if snapshot is not None and config.save_every and step % config.save_every == 0 and step < steps:
             snapshot(step, job.to_rgb(tracker.last_finite, weights.source))
         if on_image is not None:

@@ -75,8 +75,14 @@ def test_scales_are_labelled_counted_and_kept(loaded, random_weights):
     for s in record["scales"]:
         assert s["steps_this_process"] == 4 and s["losses"]["step"][-1] == 4
         assert s["losses"]["total"][-1] == s["final_losses"]["total"]
+    # The record's top level counts the whole run, as the last line does.
+    assert record["steps_run"] == record["steps_this_process"] == 8
+    for key in ("run_s", "compile_s", "setup_s", "run_s_whole"):
+        assert record[key] == pytest.approx(sum(s[key] for s in record["scales"])), key
+    assert record["iterations_per_s"] == pytest.approx(8 / record["run_s"])
     text = report.summary(record)
-    assert text.startswith(f"2 scales ({sizes[0][1]}x{sizes[0][0]}, {sizes[1][1]}x{sizes[1][0]}): 8 steps in "), text
+    assert text.startswith(f"2 scales ({sizes[0][1]}x{sizes[0][0]}, {sizes[1][1]}x{sizes[1][0]}): 8 steps in "
+                           f"{record['run_s']:.1f} s after {record['compile_s']:.1f} s compile"), text
 
 
 def test_api_progress_true_prints_a_bar_and_is_silent_by_default(loaded, random_weights, capsys):
@@ -118,3 +124,24 @@ def test_cpu_default_steps_are_said_and_explicit_steps_are_kept(random_weights):
     assert config_lib.with_default_steps(config).steps == steps and config.steps is None
     config.steps = 7
     assert config_lib.default_steps(config) == (7, None) and config_lib.with_default_steps(config) is config
+
+
+def test_unbiased_estimates_are_marked_and_explained(loaded, random_weights):
+    """The Gaussian's paired estimator can be negative: the bar marks its terms, the record and summary say so;
+    exact methods carry no such note."""
+    seen = []
+    _, record = runner.stylize(None, None, make_config(random_weights, kernel="gram+gaussian", steps=2),
+                               weights=loaded, progress=seen.append)
+    assert seen[-1].estimates == ("total", "style", "style:gaussian")
+    text = report.line(seen[-1])
+    assert "total~ " in text and "style~ " in text and "content~" not in text, text
+    (note,) = record["notes"]
+    assert note.startswith("style method gaussian (") and "unbiased estimate of MMD^2" in note
+    assert "can be negative" in report.summary(record)
+    _, exact = runner.stylize(None, None, make_config(random_weights, kernel="gram", steps=2), weights=loaded)
+    assert exact["notes"] == [] and "negative" not in report.summary(exact)
+    config = make_config(random_weights, kernel="gaussian", steps=2)
+    config.gaussian_estimator = "full"  # the V-statistic is never negative
+    seen.clear()
+    runner.stylize(None, None, config, weights=loaded, progress=seen.append)
+    assert seen[-1].estimates == ()

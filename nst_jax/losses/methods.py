@@ -103,6 +103,13 @@ class StyleMethod:
         return False
 
     @property
+    def unbiased_estimate(self) -> bool:
+        """Whether the loss is an unbiased estimate of MMD^2 (the linear-time paired estimator or the
+        U-statistic), which fluctuates around its expectation and so falls below 0 when the two distributions
+        are close: its sign means nothing, its trend does."""
+        return getattr(self, "estimator", None) in ("linear", "unbiased")
+
+    @property
     def takes_weights(self) -> bool:
         """Whether :meth:`target` and :meth:`loss` accept sample ``weights`` (regions, spatial control): every
         built-in method does; a method added without them works everywhere but in masked runs."""
@@ -133,7 +140,7 @@ class StyleMethod:
         raise ValueError(f"style method {self.name!r} with {self.params()} needs the samples, not their sums")
 
     def paper_scale(self, m: int, n: int) -> float:
-        """The official code's factor c(M, N) at a layer of M = H*W positions and N channels."""
+        """The official code's factor c(M, N) at a layer of M = H*W positions, N channels (docs/methods.md)."""
         raise NotImplementedError
 
     def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
@@ -836,40 +843,7 @@ def style_loss(method: str | StyleMethod, x: jax.Array | SampleSums, target: Map
 
 
 def paper_scale(method: str | StyleMethod, m: int, n: int, **params: Any) -> float:
-    """The official code's per-layer factor: energy = s * paper_scale * style_loss (s: the style weight).
-
-    Derivation. The official code (lyttonhao/Neural-Style-MMD) never forms its energies; each layer's custom
-    op back-propagates grad_scale * d, and d is half the gradient of the quantity below (e.g. the Gaussian
-    op's dx0 = gamma (-k(x0,x1)(x0 - x1) + k(x0,y1)(x0 - y1)) = (1/2) d h / d x0). With the op's grad_scale
-    (``w_style`` * s / (N M), or / (N^2 M) for poly, or * M for BN, where M = H*W and N = channels) the energy
-    whose gradient it applies is (PAPER_SPEC "Style energies per layer"):
-      * linear: s * 2e3 / (N M) * (1/2) ||sum F - sum S||^2 = s * 1e3 * (M/N) ||mu_F - mu_S||^2,
-        so scale = 1e3 M / N for mmd2(linear, full).
-      * poly (d = 2): s * 0.1 / (N^2 M) * 1/4 * (||F^T F - S^T S||^2 + 2c ||sum F - sum S||^2); the bracket is
-        M^2 * mmd2(poly c, d=2, full), so scale = 0.1 M / (4 N^2). Applied as is for other d (not in the
-        official code).
-      * gram: the poly energy with c = 0, and gram_loss = mmd2 / (4 N^2), so scale = 0.1 M.
-      * gaussian: s * 3e14 / (N M) * (1/2) h with h = K * mmd2(linear estimator), K = floor(M/2) pairs, so
-        scale = 3e14 K / (2 N M) (= 3e14 / (4N) for even M). Applied as is to the other estimators, which
-        estimate the same MMD^2.
-      * bn: s * 1e3 * (M N / N) * (1/2) * (1/N) sum_c [...] = s * 1e3 * M / 2 * bn_loss, so scale = 500 M.
-    The official ops apply exactly the gradients of these energies (mmd_loss.py as published, where the
-    rows of F and S are positions after the code's reshape): the linear op's d is 1 (sum F - sum S)^T (its
-    ``sum(x - y, axis=0)`` over positions, broadcast to every row), the gradient of ||sum F - sum S||^2 / 2;
-    the poly op's d is F (F^T F - S^T S) + c 1 (sum F - sum S)^T, the gradient of
-    1/4 (||F^T F - S^T S||^2 + 2c ||sum F - sum S||^2); the Gaussian's and BN's are half the gradients of h
-    (gamma held constant) and of sum_c [...]. Only the forward passes differ: linear and poly return 0 (the official
-    logs show no loss for them). (An earlier commit of that file had other backward passes, per-position
-    channel sums for linear and F F^T (F - S) + c (F - S) for poly; the final commit, run.sh's, has these.)
-    The official code forces the style image to the content's size (M' = M), and its factors were tuned for
-    Caffe VGG features on the 0-255 scale. ``tests/test_paper.py`` checks whole runs against a port of the
-    official update loop built on these gradients.
-
-    Args:
-      method: a name in :data:`METHODS` or a method object.
-      m: M = H*W of the generated image at this layer; n: N, its channels.
-      **params: the method's parameters (checked; the factors do not depend on them).
-    """
+    """The official code's per-layer factor c(M, N): energy = s * c * style_loss; derivation in docs/methods.md."""
     obj = resolve(method, params)
     if m < 1 or n < 1:
         raise ValueError(f"m and n must be positive, got m={m}, n={n}")
