@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from nst_jax import color, image, losses, optimizers, strips, transfer, vgg
+from nst_jax import color, demo, image, losses, optimizers, strips, transfer, vgg
 from nst_jax.errors import ConfigError, ImageError
 
 BALANCES = ("auto", "none")
@@ -170,8 +170,13 @@ def check_masks(config: Any, terms: Sequence[losses.StyleTerm]) -> None:
         raise ConfigError(f"--mask_fallback={fallback}: expected one of none, whole")
     if not (content_mask or style_mask):
         return
-    if not config.style:
-        raise ConfigError("--content_mask/--style_mask need --style: masks split a style image you give into regions")
+    if content_mask == demo.DEMO and config.content:
+        raise ConfigError(f"--content_mask=demo is the demo content's label image: not with --content={config.content}")
+    if demo.DEMO in csv(style_mask) and (config.style or style_mask != demo.DEMO):
+        raise ConfigError("--style_mask=demo is the demo painting's label image: only without --style (and alone)")
+    if not config.style and style_mask != demo.DEMO:
+        raise ConfigError("--content_mask/--style_mask need --style: masks split a style image you give into "
+                          "regions (or --style_mask=demo, the demo painting's)")
     if style_mask and not content_mask:
         raise ConfigError("--style_mask needs --content_mask: the content's regions say where each style region goes")
     for t in terms:

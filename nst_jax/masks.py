@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nst_jax import image, vgg
+from nst_jax import demo, image, vgg
 from nst_jax.errors import ConfigError, ImageError
 
 MAX_REGIONS = 16
@@ -51,8 +51,12 @@ def hex_colour(rgb: Sequence[int]) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in rgb)
 
 
-def read(path: str, flag: str) -> np.ndarray:
-    """A mask file as (H, W, 3) uint8 RGB; ImageError naming the flag if it cannot be read."""
+def read(path: str, flag: str, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file as (H, W, 3) uint8 RGB; ImageError naming the flag if it cannot be read. ``"demo"``: the
+    label image of the package's demo image (:mod:`nst_jax.demo`) at ``image_hw``."""
+    if path == demo.DEMO:
+        drawn = demo.content_mask if flag == "content_mask" else demo.style_mask
+        return drawn(max(image_hw)) if image_hw else drawn()
     try:
         rgb = image.load_image(path, min_side=1)
     except ImageError as e:
@@ -292,11 +296,11 @@ def load(content_mask: str, style_masks: Sequence[str], content_hw: tuple[int, i
     if style_masks and len(style_masks) != len(style_hws):
         raise ConfigError(f"--style_mask: {len(style_masks)} mask(s) for {len(style_hws)} style image(s); give one "
                           f"per style, comma-separated in the order of --style")
-    content = read(content_mask, "content_mask")
+    content = read(content_mask, "content_mask", content_hw)
     check_shape(content.shape[:2], content_hw, f"--content_mask={content_mask}")
     styles = []
     for path, hw in zip(style_masks, style_hws, strict=False):
-        m = read(path, "style_mask")
+        m = read(path, "style_mask", hw)
         check_shape(m.shape[:2], hw, f"--style_mask={path}")
         styles.append(m)
     names = [f"--content_mask={content_mask}", *(f"--style_mask={p}" for p in style_masks)]

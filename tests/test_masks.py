@@ -459,3 +459,46 @@ def test_command_line_run_with_masks_writes_the_regions(masked_runs, files, rand
     assert record["masks"] == {"content": c.content_mask, "style": [c.style_mask], "fallback": "none",
                                "regions_used": True}
     assert np.array_equal(image.to_uint8(masked), np.asarray(Image.open(tmp_path / "o.png").convert("RGB")))
+
+
+# --- the demo images' masks -------------------------------------------------------------------------------
+
+
+def test_demo_masks_label_the_demo_images():
+    from nst_jax import demo
+
+    cm, sm = demo.content_mask(64), demo.style_mask(64)
+    assert cm.shape == demo.content_image(64).shape and sm.shape == demo.style_image(64).shape
+    assert cm.dtype == sm.dtype == np.uint8
+    content_colours = {tuple(c) for c in cm.reshape(-1, 3)}
+    assert content_colours == {demo.SKY, demo.HILLS, demo.HOUSE}
+    assert {tuple(c) for c in sm.reshape(-1, 3)} == {demo.SKY, demo.HILLS}
+    # The sky is at the top, the hills at the bottom, and the painting's yellow strokes are its HILLS.
+    assert tuple(cm[0, 32]) == demo.SKY and tuple(cm[-1, 32]) == demo.HILLS
+    yellow = np.all(sm == demo.HILLS, axis=-1)
+    painting = demo.style_image(64)
+    assert painting[yellow][:, 2].mean() < painting[~yellow][:, 2].mean()  # less blue where labelled yellow
+    np.testing.assert_array_equal(masks.read("demo", "content_mask", (48, 64)), cm)
+
+
+def test_demo_masks_run_in_one_command(loaded, random_weights, tmp_path):
+    c = test_config.get_config()
+    c.size, c.steps, c.weights, c.output = 32, 2, random_weights, str(tmp_path / "o.png")
+    c.content_mask, c.style_mask, c.checkpoint_every = "demo", "demo", 0
+    assert cli.run_one(c) == 0
+    record = json.loads((tmp_path / "o.json").read_text())
+    roles = {r["colour"]: r["style"] for r in record["regions"]}
+    assert roles == {"#286ee6": "region", "#e6b41e": "region", "#c82828": "none"}
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"content": "photo.png", "content_mask": "demo", "style_mask": ""}, "--content_mask=demo is the demo content"),
+    ({"style": "painting.png", "content_mask": "demo", "style_mask": "demo"}, "--style_mask=demo is the demo"),
+    ({"content_mask": "demo", "style_mask": ""}, "need --style"),
+])
+def test_demo_masks_only_with_the_demo_images(overrides, needle):
+    c = test_config.get_config()
+    for k, v in overrides.items():
+        c[k] = v
+    with pytest.raises(ConfigError, match=needle):
+        runner.cfg_lib.check(c)
