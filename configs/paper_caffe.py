@@ -22,7 +22,7 @@ bn,poly and linear,gaussian this way):
   the image is clipped only when saved; up to 1000 steps, early stop when the relative change < 0.005;
 * the saved image TV-denoised (Chambolle, weight 0.02: ``sgd.denoise``; needs scikit-image).
 
-What still differs from the official run (the README's "The run" lists the same):
+What still differs from the official run (docs/paper.md lists the same):
 
 * random numbers: the initial noise and the Gaussian's random pairs are drawn from JAX keys of --seed, not
   from MXNet's and Python's generators: the same distributions, other draws;

@@ -10,7 +10,7 @@ content loss of the result (sum ||F - P||^2 at the content layers) divided by th
 to the content's shape: 0 keeps the photo's content exactly, 1 is as far as the painting.
 
 Cost: the exact Gaussian and mkmmd sums are O(M^2 N) per layer and image, the relu1_1 term dominating (the
-README gives a measured figure); the rest is O(M N^2).
+docs/usage.md, "Comparing methods", says what it costs); the rest is O(M N^2).
 """
 
 from __future__ import annotations

@@ -3,11 +3,10 @@
 On a CPU, JAX's symmetric eigendecompositions (``jnp.linalg.eigh``: W2's matrix square roots, every step) call
 the LAPACK that SciPy ships (OpenBLAS), inside one operation of the compiled program. XLA:CPU meanwhile runs
 the program's independent operations side by side on its own thread pool, one thread per core, and OpenBLAS
-starts as many threads again, which spin while they wait: on 2 cores a 512 x 512 ``eigh`` inside the W2 step
-took several times its time alone, and ``python -m benchmarks.run --sizes=256`` had W2's step at 557 ms against
-Gram's 389; with one thread, 511 against 446 (the README's CPU table). Alone, ``eigh`` of a 512 x 512 matrix is
-about as fast on one thread as on two, most of its time being the memory-bound reduction to tridiagonal form.
-So runs limit the BLAS libraries to one thread while they run.
+starts as many threads again, which spin while they wait, so an ``eigh`` inside the step takes several times its
+time alone. Alone, ``eigh`` of a 512 x 512 matrix is about as fast on one thread as on two, most of its time
+being the memory-bound reduction to tridiagonal form. So runs limit the BLAS libraries to one thread while they
+run (docs/performance.md, "The host's BLAS on one thread").
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ def params_sha256(params: Mapping[str, Any]) -> str:
     (``(64,)``), a NUL byte, then the values as little-endian float32 in C order.
 
     Paths and shapes are hashed with the values so that swapped or reshaped tensors change the digest too.
-    Cost: one pass over the bytes (measured in the README, ``benchmarks/loop_and_load.py``).
+    Cost: one pass of SHA-256 over the bytes (``benchmarks/loop_and_load.py`` measures it).
     """
     digest = hashlib.sha256()
     flat = _flat(params)

@@ -3,11 +3,10 @@
 On a CPU a chunk's steps are unrolled into straight-line code (:func:`nst_jax.transfer.chunk`), so whatever a
 step computes is compiled once per step. The linear-time MMD's permutations
 (:func:`nst_jax.losses.mmd.linear_time_pairs`: two per style layer and Gaussian or mkmmd term, each a
-sort-based shuffle of up to M = H*W rows fed by threefry bits) were most of the Gaussian's program: its chunk
-of 5 steps and report at 256 px was 10x Gram's in optimised HLO lines, compiled in 9.8 s against 1.1 s and took
-3.0 s to load from the compilation cache against 0.13 s. The chunk now draws every step's permutations in one
-loop before its steps (the loop's body compiled once) and each unrolled step takes its own from that table:
-4x Gram's lines, 4.1 s to compile, 0.9 s to load (with linear_time_pairs' gathers unmasked, a smaller part).
+sort-based shuffle of up to M = H*W rows fed by threefry bits) drawn inside each unrolled step would be most of
+the Gaussian's program, compiled and loaded once per step. So the chunk draws every step's permutations in one
+loop before its steps (the loop's body compiled once) and each unrolled step takes its own from that table
+(``tests/test_draws.py`` checks that a 3-step chunk compiles as many sorts as a 1-step one).
 
 A draw depends only on its key and the row count, so the table holds the very permutations the steps would
 draw themselves: results are unchanged bit for bit. Losses call :func:`permutation`; the chunk records what

@@ -29,7 +29,7 @@ def stable_order(a: np.ndarray) -> np.ndarray:
 
     Each value becomes a 64-bit key, its bits made order-preserving as an unsigned integer in the high half and
     its index in the low half: keys are unique, so NumPy's vectorised (SIMD, unstable) sort of the keys gives
-    the stable order, about 5x faster than its stable argsort (65536 x 64: 66 ms against 340 ms)."""
+    the stable order, several times faster than its stable argsort."""
     z = np.swapaxes(np.asarray(a, np.float32), -1, -2) + np.float32(0.0)  # -0.0 + 0.0 is +0.0
     z = np.where(np.isnan(z), np.float32(np.nan), z)  # one NaN, sorted after +inf
     bits = np.ascontiguousarray(z).view(np.uint32)
@@ -48,9 +48,8 @@ def column_order(z: jax.Array) -> jax.Array:
     """The stable ascending order of each column of z (M, K): int32 (M, K) indices into the column, no gradient.
 
     On a CPU it is NumPy's vectorised sort (:func:`stable_order`), called from the compiled program: XLA:CPU's
-    own sort is several times slower (value and gradient of sorting 65536 x 64 values, relu1_1 of a 256 px
-    image along 64 directions: 3.0 s against 0.6 s with NumPy's stable argsort on the 2-core VM) and was
-    swd's whole gap to PyTorch there. On GPUs and TPUs, and wherever several devices run the program together
+    own sort is several times slower (docs/performance.md, "swd's sort on a CPU"). On GPUs and TPUs, and
+    wherever several devices run the program together
     (a mesh of more than one device in the tracing context), it is XLA's sort. Both are stable: the same
     order, ties included.
     """
