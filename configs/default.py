@@ -15,9 +15,9 @@ def get_config() -> config_dict.ConfigDict:
     c = config_dict.ConfigDict()
 
     # Inputs and output. Empty content/style: the demo images of nst_jax.demo.
-    c.content = ""
-    c.style = ""
-    c.output = "out.png"
+    c.content = ""  # content image file; empty: the demo image (nst_jax.demo)
+    c.style = ""  # style image file(s), comma-separated for a blend; empty: the demo painting
+    c.output = "out.png"  # output image (.png or .jpg); the run record goes beside it as .json
     c.size = config_dict.placeholder(int)  # long edge in px; None: 512 on an accelerator, 256 on a CPU
     c.style_size = config_dict.placeholder(int)  # long edge of the style image; None: content's long edge
     c.style_scale = 1.0  # style long edge = style_scale * (style_size or content long edge)
@@ -34,9 +34,9 @@ def get_config() -> config_dict.ConfigDict:
     c.weights = ""  # a file from `python -m weights_converter`; empty: the cached torchvision file
     c.source = "torchvision"  # which cached file to use when `weights` is empty
     c.pooling = "max"  # "max" (torchvision), "avg" (the paper)
-    c.content_layers = "relu4_2"
-    c.style_layers = STYLE_LAYERS
-    c.layer_weights = "1,1,1,1,1"
+    c.content_layers = "relu4_2"  # VGG-19 layers of the content loss
+    c.style_layers = STYLE_LAYERS  # VGG-19 layers of the style loss
+    c.layer_weights = "1,1,1,1,1"  # one weight per style layer
     c.remat = False  # rematerialise VGG blocks in the backward pass: less activation memory, one more forward pass
     c.dtype = "float32"  # VGG compute dtype, "float32" or "bfloat16" (parameters and losses stay float32)
     c.strips = 1  # > 1: VGG blocks 1-2 in this many horizontal strips: far less memory for large images
@@ -44,19 +44,19 @@ def get_config() -> config_dict.ConfigDict:
 
     # Losses. `kernel`: one method (gram, linear, poly, gaussian, bn, swd, w2, coral, mkmmd), or a fusion
     # "linear,gaussian" weighted by `kernel_weights`.
-    c.kernel = "gram"
+    c.kernel = "gram"  # style method, or a fusion joined by + (e.g. linear+gaussian)
     c.kernel_weights = ""  # empty: 1 for each method
-    c.poly_c = 1.0
-    c.poly_d = 2
+    c.poly_c = 1.0  # poly: k(x, y) = (x.y + c)^d
+    c.poly_d = 2  # poly: the degree d
     c.gaussian_gamma = config_dict.placeholder(float)  # None: the paper's rule, 1 / mean squared distance
     c.gaussian_estimator = "linear"  # "linear" (the paper), "full", "unbiased", "rff"
-    c.rff_features = 1024
+    c.rff_features = 1024  # random Fourier features of the rff estimator
     c.block_size = 512  # rows per tile of the pairwise MMD estimators
     c.swd_projections = config_dict.placeholder(int)  # swd: random directions per layer and step; None: channels
     c.mkmmd_scales = "0.25,0.5,1,2,4"  # mkmmd: bandwidths as multiples of the paper's rule
-    c.content_weight = 1.0
+    c.content_weight = 1.0  # alpha: the content energy's weight
     c.style_weight = 5.0  # the paper's s; with balance=auto: style/content gradient-norm ratio at the start
-    c.tv_weight = 0.0
+    c.tv_weight = 0.0  # total-variation weight
     c.balance = "auto"  # "auto": equalise gradient norms at the start; "none": the paper's raw constants
 
     # Optimisation.
@@ -64,7 +64,7 @@ def get_config() -> config_dict.ConfigDict:
     c.steps = config_dict.placeholder(int)  # None: 500 on a GPU or TPU, 200 on a CPU (a few minutes)
     c.lr = 0.05  # Adam step in preprocessed-input units (torchvision: 1 unit = about 0.23 of the [0, 1] range)
     c.init = "content"  # "content", "noise", "official_noise" (the official code's start), or an image file
-    c.seed = 0
+    c.seed = 0  # noise start and the stochastic estimators' draws
     c.chunk = 25  # optimisation steps per device dispatch
     c.save_every = 0  # intermediate images every N steps (0: none)
     c.log_every = 10  # loss terms in the run record every N steps
@@ -73,11 +73,11 @@ def get_config() -> config_dict.ConfigDict:
 
     # The official code's SGD (optimizer=sgd_paper).
     c.sgd = config_dict.ConfigDict()
-    c.sgd.lr = 0.001
-    c.sgd.momentum = 0.9
-    c.sgd.weight_decay = 5e-4
-    c.sgd.decay = 0.9
-    c.sgd.decay_every = 80
+    c.sgd.lr = 0.001  # learning rate
+    c.sgd.momentum = 0.9  # momentum
+    c.sgd.weight_decay = 5e-4  # weight decay on the image
+    c.sgd.decay = 0.9  # learning-rate factor every decay_every steps
+    c.sgd.decay_every = 80  # steps between learning-rate decays
     c.sgd.clip_per_pixel = 3.0  # VGG gradient clipped to L2 norm clip_per_pixel * H * W
     c.sgd.tv_weight = 0.01  # TV gradient added after clipping
     c.sgd.stop_tol = 0.005  # early stop when ||x_t - x_t-1|| / ||x_t|| < stop_tol (0: never)
@@ -85,6 +85,5 @@ def get_config() -> config_dict.ConfigDict:
     c.sgd.tv_gradient = "free"  # "free": grad of TV, free border; "official": conv(x, Laplacian / 8), zero padding
     c.sgd.project = True  # clip to the pixel range after each step; False: only the saved image (official code)
     c.sgd.denoise = 0.0  # Chambolle TV denoising of the result with this weight (official 0.02; needs scikit-image)
-    # With style_weight None: "method:weight,...,default:weight", the style weight of a run by its --kernel.
-    c.style_weight_by_kernel = ""
+    c.style_weight_by_kernel = ""  # with style_weight unset, a run's by its kernel: "bn:1,default:5"
     return c

@@ -216,26 +216,3 @@ def test_help_exits_0_and_lists_every_flag_with_its_default(program, extra):
         assert f"--{name}:" in text or f"--[no]{name}:" in text, name
     assert "--steps: " in text and "[configs/default.py: 500 on a GPU/TPU, 200 on a CPU]" in text
     assert "[configs/default.py: 512 on a GPU/TPU, 256 on a CPU]" in text
-
-
-def flags_in_help(program: str) -> set[str]:
-    import re
-
-    proc = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
-    return set(re.findall(r"--(?:\[no\])?([a-z_]+):", proc.stdout + proc.stderr))
-
-
-def flags_in_readme_table(heading: str) -> set[str]:
-    """The flags named in the first column of the README table that follows ``heading``."""
-    import re
-
-    text = open(os.path.join(REPO, "README.md")).read()
-    rows = text[text.index(heading):].split("\n\n")[1].splitlines()
-    return {name for row in rows[2:] for name in re.findall(r"`--(?:\[no\])?([a-z_]+)`", row.split("|")[1])}
-
-
-@pytest.mark.parametrize("program", ["nst_jax.main", "nst_jax.compare"])
-def test_readme_tables_list_every_flag(program):
-    readme = flags_in_readme_table(f"Flags of `python -m {program}`")
-    assert readme == flags_in_help(program), program
