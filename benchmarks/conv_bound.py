@@ -231,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     pth, pth_desc = bench_run.weights_pth(args.weights, args.out)
     params = jax.device_put(bench_run.flax_params(pth))
+    meta = results.metadata("conv_bound", sys.argv[1:] if argv is None else argv)  # the commit and load it starts at
     started = time.time()
 
     def log(msg: str) -> None:
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("network: " + ", ".join(f"{k} {v:.1f}" for k, v in res["network"].items()) + " ms")
     if methods:
         res["methods"] = method_steps(methods, args.size, params, pth, args, log)
-    doc = results.document("conv_bound", argv, settings, res)
+    doc = results.document("conv_bound", argv, settings, res, meta)
     results.write(doc, args.out, args.record)
     print(report.section(doc))
     return 0

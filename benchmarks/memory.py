@@ -159,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(measure_rss(remat == "1", dtype, int(strips), int(size))))
         return
 
+    meta = results.metadata("memory", sys.argv[1:] if argv is None else argv)  # the commit and load it starts at
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         cases = [(remat, dtype) for remat, dtype in CASES
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     settings = {"sizes": args.sizes, "strips": args.strips, "remat": args.remat, "dtypes": args.dtypes,
                 "rss": not args.no_rss, "time": args.time, "weights": results.INIT_PARAMS}
-    doc = results.document("memory", argv, settings, rows)
+    doc = results.document("memory", argv, settings, rows, meta)
     print("\n" + table(doc))
     results.write(doc, args.out, args.record)
 
