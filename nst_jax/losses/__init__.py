@@ -8,7 +8,7 @@ theorem 1), so any distance between the two sample distributions can transfer st
 By concern:
 
 * :mod:`~nst_jax.losses.stats`: samples, Gram matrices, BN moments, covariances and CORAL, the content loss,
-  total variation;
+  total variation, the pooled samples of a blend's mixture;
 * :mod:`~nst_jax.losses.mmd`: MMD^2 under the linear, polynomial and Gaussian kernels (one or several
   bandwidths) with four estimators;
 * :mod:`~nst_jax.losses.wasserstein`: sliced Wasserstein, Wasserstein-2 between fitted Gaussians;
@@ -28,7 +28,6 @@ from nst_jax.losses.fusion import (
     StyleTerm,
     fused_style_loss,
     fused_style_targets,
-    mixture_samples,
     mixture_style_target,
     sample_sums,
     term_names,
@@ -65,6 +64,7 @@ from nst_jax.losses.stats import (
     covariance,
     gram,
     gram_loss,
+    mixture_samples,
     to_samples,
     total_variation,
 )

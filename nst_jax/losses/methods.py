@@ -42,6 +42,7 @@ from nst_jax.losses.stats import (
     covariance,
     gram,
     gram_term,
+    mixture_samples,
     moments,
     safe_sqrt,
 )
@@ -145,9 +146,7 @@ class StyleMethod:
 
     def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
         """The target of the mixture sum_k w_k P_k of two or more styles' distributions (w_k > 0, summing to
-        1). Default: the target of :func:`nst_jax.losses.fusion.mixture_samples` (pooled samples)."""
-        from nst_jax.losses.fusion import mixture_samples  # fusion imports this module
-
+        1). Default: the target of :func:`nst_jax.losses.stats.mixture_samples` (pooled samples)."""
         return self.target(mixture_samples(ys, weights))
 
     def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nst_jax import kernels
-from nst_jax.losses import draws
+from nst_jax.losses import draws, weighted
 from nst_jax.losses.stats import check_samples, gram, moments
 
 KERNELS: tuple[str, ...] = tuple(kernels.KERNELS)
@@ -139,8 +139,6 @@ def mmd2_linear_time(
     if wx is None:
         x0, x1, y0, y1 = linear_time_pairs(x, y, key)
     else:
-        from nst_jax.losses import weighted  # weighted imports this module
-
         check_samples(x, y)
         pairs = max(1, min(x.shape[0] // 2, y.shape[0] // 2))
         kx, ky = jax.random.split(key)
