@@ -40,12 +40,29 @@ def test_registry_maps_the_kernel_names_to_classes():
     ("poly", {"gamma": 1.0}, "unknown parameter(s) gamma for style method 'poly'; it takes: c, d, estimator"),
     ("gram", {"c": 1.0}, "it takes: none"),
     ("poly", {"estimator": "rff"}, "the rff estimator needs the gaussian kernel"),
-    ("gaussian", {"estimator": "exact"}, "unknown estimator 'exact'"),
+    ("gaussian", {"estimator": "exact"}, "style method 'gaussian': estimator='exact': expected one of full, "),
+    ("poly", {"d": 0}, "style method 'poly': d=0: must be an integer >= 1"),
+    ("mkmmd", {"scales": "1,x"}, "style method 'mkmmd': scales='1,x': expected positive numbers"),
 ])
 def test_bad_names_and_parameters(name, params, message):
     with pytest.raises(ValueError) as e:
         losses.get_method(name, **params)
     assert message in str(e.value)
+
+
+def test_each_method_reads_its_parameters_from_the_config_fields_it_names():
+    config = test_config.get_config()
+    for name, cls in losses.REGISTRY.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for param, field in cls.config_fields.items():
+            assert param in fields and field in config, (name, param, field)
+        method = cls.from_config(config)
+        for param, field in cls.config_fields.items():
+            value = config[field]
+            if param == "scales":  # mkmmd's, written as text in the config
+                value = tuple(float(v) for v in value.split(","))
+            assert getattr(method, param) == value, (name, param)
+    assert losses.Poly.config_fields == {"c": "poly_c", "d": "poly_d"}
 
 
 def test_methods_are_hashable_values_with_their_defaults():
@@ -85,9 +102,7 @@ class MeanAbs(losses.StyleMethod):
     name: ClassVar[str] = "meanabs"
     power: float = 1.0
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(power=float(config.poly_c))
+    config_fields: ClassVar[dict[str, str]] = {"power": "poly_c"}
 
     def target(self, y):
         return {"mean": jnp.mean(y, axis=0)}

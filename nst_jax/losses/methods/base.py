@@ -12,7 +12,9 @@ function) and knows everything a run needs of it:
   sums over x's rows, which add up over horizontal strips of an image (:mod:`nst_jax.strips`), and how;
 * ``paper_scale(m, n)``: the official code's per-layer constant (lyttonhao/Neural-Style-MMD);
 * ``mixture_target(ys, weights)``: the target of a mixture of several styles' distributions (blends);
-* ``from_config(config)``: the method with a run config's parameters.
+* ``check()``: refuses parameter values it cannot use (:class:`ParamError`, one line naming the parameter);
+* ``config_fields`` and ``from_config(config)``: which run config field sets each parameter, and the method
+  with a run config's parameters (one generic reader: a refused value names its config field).
 
 :data:`REGISTRY` maps the ``--kernel`` names to the classes; :func:`register` adds one. Every loss is the pure
 statistical quantity (e.g. MMD^2 itself); ``paper_scale`` maps it to the official code's energy.
@@ -22,11 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 
+from nst_jax.errors import ConfigError
 from nst_jax.losses import mmd
 from nst_jax.losses.stats import check_samples, mixture_samples
 
@@ -56,17 +61,65 @@ def require(target: Mapping[str, Any], names: Sequence[str], method: str) -> Non
         )
 
 
+class ParamError(ValueError):
+    """A parameter value a style method cannot use, in one line: the parameter (``field``), its ``value`` and
+    the ``problem``. :meth:`StyleMethod.from_config` reports it under the config field that set it."""
+
+    def __init__(self, method: str, field: str, value: Any, problem: str):
+        super().__init__(f"style method {method!r}: {field}={value!r}: {problem}")
+        self.field, self.value, self.problem = field, value, problem
+
+
+def is_int(value: Any, low: int = 1) -> bool:
+    """Whether ``value`` is an integer (not a bool) >= ``low``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def is_number(value: Any, low: float = 0.0) -> bool:
+    """Whether ``value`` is a finite real number (not a bool) >= ``low``."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= low)
+
+
 @dataclasses.dataclass(frozen=True)
 class StyleMethod:
-    """Base class of the style methods; subclasses are frozen dataclasses whose fields are the parameters."""
+    """Base class of the style methods; subclasses are frozen dataclasses whose fields are the parameters.
+
+    A subclass checks its parameters in :meth:`check` (run on construction) and names in :attr:`config_fields`
+    the run config fields that set them, so that the generic :meth:`from_config` builds it from a config.
+    """
 
     name: ClassVar[str] = ""
+    config_fields: ClassVar[Mapping[str, str]] = {}
+    """{parameter (a dataclass field): the run config field that sets it in runs (``configs/default.py``)};
+    the parameters not named keep their defaults in runs."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raises :class:`ParamError` (a ValueError) for a parameter value the method cannot use. Default: none."""
+
+    def _require(self, field: str, ok: bool, problem: str) -> None:
+        """:class:`ParamError` for ``field`` unless ``ok``."""
+        if not ok:
+            raise ParamError(self.name, field, getattr(self, field), problem)
 
     @classmethod
     def from_config(cls, config: Any) -> StyleMethod:
-        """The method with the parameters a run config (``configs/default.py``) gives it."""
-        del config
-        return cls()
+        """The method with the parameters a run config (``configs/default.py``) gives it: each of
+        :attr:`config_fields` read from its config field, the others at their defaults.
+
+        Raises:
+          ConfigError: a value the method refuses, in one line naming the config field (``--poly_d=0: ...``).
+        """
+        values = {field: getattr(config, name) for field, name in cls.config_fields.items()}
+        try:
+            return cls(**values)
+        except ParamError as e:
+            if e.field not in cls.config_fields:
+                raise
+            raise ConfigError(f"--{cls.config_fields[e.field]}={values[e.field]}: {e.problem}") from None
 
     def params(self) -> dict[str, Any]:
         """The parameters, by name (defaults included)."""
@@ -173,15 +226,11 @@ def resolve(method: str | StyleMethod, params: Mapping[str, Any]) -> StyleMethod
     return get(method, **params)
 
 
-def check_estimator(method: str, estimator: str) -> None:
-    """ValueError unless ``estimator`` is one of :data:`nst_jax.losses.mmd.ESTIMATORS` that ``method`` takes (rff:
-    Gaussian kernels only)."""
-    if estimator not in mmd.ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; known estimators: {', '.join(mmd.ESTIMATORS)}")
-    if estimator == "rff" and method != "gaussian":
-        raise ValueError(f"the rff estimator needs the gaussian kernel, got style method {method!r}")
-
-
+def check_estimator(method: StyleMethod, rff: bool = False) -> None:
+    """:class:`ParamError` unless ``method.estimator`` is one of :data:`nst_jax.losses.mmd.ESTIMATORS`, ``rff``
+    included only where ``rff`` (Gaussian kernels)."""
+    method._require("estimator", method.estimator in mmd.ESTIMATORS, f"expected one of {', '.join(mmd.ESTIMATORS)}")
+    method._require("estimator", rff or method.estimator != "rff", "the rff estimator needs the gaussian kernel")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,7 +246,9 @@ def layer_loss(method: StyleMethod, x: jax.Array | SampleSums, target: Mapping[s
         return method.loss_from_sums(x, target)
     check_samples(x)
     if method.needs_key and key is None:
-        raise ValueError(f"the {method.estimator!r} estimator draws random numbers and needs a key")
+        est = getattr(method, "estimator", None)
+        what = f"the {est!r} estimator" if est else f"style method {method.name!r}"
+        raise ValueError(f"{what} draws random numbers and needs a key")
     return method.loss(x, target, key=key)
 
 

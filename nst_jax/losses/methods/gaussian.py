@@ -13,14 +13,22 @@ import jax.numpy as jnp
 
 from nst_jax import kernels
 from nst_jax.losses import mmd, weighted
-from nst_jax.losses.methods.base import StyleMethod, Target, check_estimator, register, require
+from nst_jax.losses.methods.base import StyleMethod, Target, check_estimator, is_int, is_number, register, require
 from nst_jax.losses.stats import check_samples, moments
+
+_ESTIMATOR_FIELDS = {"estimator": "gaussian_estimator", "block_size": "block_size", "num_features": "rff_features"}
+"""The config fields of the estimator's parameters, shared by ``gaussian`` and ``mkmmd``."""
 
 
 class _GaussianKernels(StyleMethod):
     """MMD^2 under Gaussian kernels, shared by ``gaussian`` and ``mkmmd``: one bandwidth or the mean of several,
     each fixed or a multiple of the paper's rule. The subclasses hold ``estimator``, ``block_size`` and
     ``num_features``."""
+
+    def check(self) -> None:
+        check_estimator(self, rff=True)
+        for field in ("block_size", "num_features"):
+            self._require(field, is_int(getattr(self, field)), "must be an integer >= 1")
 
     @property
     def needs_key(self) -> bool:
@@ -116,14 +124,13 @@ class Gaussian(_GaussianKernels):
     block_size: int = 512
     num_features: int = 1024
 
-    def __post_init__(self) -> None:
-        check_estimator(self.name, self.estimator)
+    config_fields: ClassVar[Mapping[str, str]] = {"gamma": "gaussian_gamma", **_ESTIMATOR_FIELDS}
 
-    @classmethod
-    def from_config(cls, config: Any) -> Gaussian:
-        return cls(gamma=None if config.gaussian_gamma is None else float(config.gaussian_gamma),
-                   estimator=config.gaussian_estimator, block_size=int(config.block_size),
-                   num_features=int(config.rff_features))
+    def check(self) -> None:
+        gammas = self.gamma if isinstance(self.gamma, tuple) else (self.gamma,)
+        self._require("gamma", self.gamma is None or (len(gammas) > 0 and all(is_number(g) for g in gammas)),
+                      "must be a finite number >= 0")
+        super().check()
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
         return self._target(y, self.gamma, weights)
@@ -156,16 +163,21 @@ class MKMMD(_GaussianKernels):
     block_size: int = 512
     num_features: int = 1024
 
-    def __post_init__(self) -> None:
-        check_estimator("gaussian", self.estimator)
-        if not self.scales or any(not (float(s) > 0) for s in self.scales):
-            raise ValueError(f"mkmmd bandwidth scales must be positive, got {self.scales}")
+    config_fields: ClassVar[Mapping[str, str]] = {"scales": "mkmmd_scales", **_ESTIMATOR_FIELDS}
 
-    @classmethod
-    def from_config(cls, config: Any) -> MKMMD:
-        return cls(scales=tuple(float(v) for v in str(config.mkmmd_scales).split(",") if v.strip()),
-                   estimator=config.gaussian_estimator, block_size=int(config.block_size),
-                   num_features=int(config.rff_features))
+    def __post_init__(self) -> None:
+        # The config gives the scales as text ("0.25,0.5,1,2,4"); the method holds a tuple of floats (hashable).
+        try:
+            scales = self.scales.split(",") if isinstance(self.scales, str) else self.scales
+            object.__setattr__(self, "scales", tuple(float(v) for v in scales if str(v).strip()))
+        except (TypeError, ValueError):
+            pass  # left as given, for check to refuse
+        super().__post_init__()
+
+    def check(self) -> None:
+        self._require("scales", isinstance(self.scales, tuple) and len(self.scales) > 0
+                      and all(is_number(s) and s > 0 for s in self.scales), "expected positive numbers, e.g. 0.5,1,2")
+        super().check()
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
         return self._target(y, None, weights)

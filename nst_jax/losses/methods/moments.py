@@ -19,6 +19,8 @@ from nst_jax.losses.methods.base import (
     StyleMethod,
     Target,
     check_estimator,
+    is_int,
+    is_number,
     register,
     require,
 )
@@ -147,13 +149,15 @@ class Poly(StyleMethod):
     estimator: str = "full"
     block_size: int = 512
 
-    def __post_init__(self) -> None:
-        check_estimator(self.name, self.estimator)
+    # Runs use the full estimator; the tile size stays at its default (the config's block_size is the Gaussian's).
+    config_fields: ClassVar[Mapping[str, str]] = {"c": "poly_c", "d": "poly_d"}
 
-    @classmethod
-    def from_config(cls, config: Any) -> Poly:
-        # The tile size stays at its default (the config's block_size is the Gaussian's).
-        return cls(c=float(config.poly_c), d=int(config.poly_d))
+    def check(self) -> None:
+        self._require("c", is_number(self.c), "must be a finite number >= 0")
+        self._require("d", is_int(self.d) or (is_number(self.d, 1) and float(self.d).is_integer()),
+                      "must be an integer >= 1")
+        check_estimator(self)
+        self._require("block_size", is_int(self.block_size), "must be an integer >= 1")
 
     @property
     def closed(self) -> bool:

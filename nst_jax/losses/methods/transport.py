@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 
 from nst_jax.losses import weighted
-from nst_jax.losses.methods.base import StyleMethod, Target, register, require
+from nst_jax.losses.methods.base import StyleMethod, Target, is_int, register, require
 from nst_jax.losses.stats import check_samples
 from nst_jax.losses.wasserstein import random_directions, sliced_wasserstein
 
@@ -28,9 +28,11 @@ class SWD(StyleMethod):
     name: ClassVar[str] = "swd"
     num_projections: int | None = None
 
-    @classmethod
-    def from_config(cls, config: Any) -> SWD:
-        return cls(num_projections=None if config.swd_projections is None else int(config.swd_projections))
+    config_fields: ClassVar[Mapping[str, str]] = {"num_projections": "swd_projections"}
+
+    def check(self) -> None:
+        self._require("num_projections", self.num_projections is None or is_int(self.num_projections),
+                      "must be an integer >= 1")
 
     @property
     def needs_key(self) -> bool:
