@@ -150,8 +150,13 @@ def check(config: Any) -> None:
                 raise ConfigError(
                     f"--strips={config.strips}: the {t.name} method ({t.method.describe()}) needs all of "
                     f"{head[0]}'s samples at once; strips work with the methods computed from sums ("
-                    f"{', '.join(n for n, cls in losses.REGISTRY.items() if cls().streamable)}; poly with d=2, "
+                    f"{', '.join(streamable_methods())}; poly with d=2, "
                     f"full or unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+
+
+def streamable_methods() -> list[str]:
+    """The methods computed from sums over positions (so from strips) at their default parameters."""
+    return [name for name, cls in losses.REGISTRY.items() if cls().streamable]
 
 
 def check_methods(config: Any) -> None:

@@ -39,7 +39,7 @@ def test_settings_are_the_default_config():
         c.poly_c, c.poly_d, c.gaussian_estimator, c.seed)
 
 
-@pytest.mark.parametrize("method", bench.METHODS)
+@pytest.mark.parametrize("method", tb.METHODS)  # those with a PyTorch twin
 def test_step0_losses_agree_with_nst_jax(method, setup):
     import jax
     import jax.numpy as jnp
