@@ -12,9 +12,9 @@ By concern:
 * :mod:`~nst_jax.losses.mmd`: MMD^2 under the linear, polynomial and Gaussian kernels (one or several
   bandwidths) with four estimators;
 * :mod:`~nst_jax.losses.wasserstein`: sliced Wasserstein, Wasserstein-2 between fitted Gaussians;
-* :mod:`~nst_jax.losses.methods`: the style methods as objects (``gram``, ``linear``, ``poly``, ``gaussian``,
-  ``bn``, ``swd``, ``w2``, ``coral``, ``mkmmd``), each with its target, loss, strip-wise sums, paper constant
-  and blend rule, and their registry;
+* :mod:`~nst_jax.losses.methods`: the style methods as objects, one module per family (moments, Gaussian
+  kernels, transport; every module of that package is registered), each with its parameter checks, target,
+  loss, strip-wise sums, paper constant and blend rule, and their registry (:data:`METHODS`: the names);
 * :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles;
 * :mod:`~nst_jax.losses.weighted`: statistics of weighted samples (one region of an image);
 * :mod:`~nst_jax.losses.regions`: style losses per region (spatial control with masks);
