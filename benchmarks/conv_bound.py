@@ -13,15 +13,16 @@ Side by side in one process, each measurement alternating between the two framew
    bound: if nst_jax's losses, Adam and clamp cost nothing, its step would be its network pass, so PyTorch's step
    over nst_jax's network time is the highest ratio it could reach.
 
-Writes ``results.json`` and ``results.md`` to ``--out``. Figures are medians over ``--rounds`` rounds of
-``--reps`` calls each.
+Writes ``results.json`` (:mod:`benchmarks.results`) and ``results.md`` to ``--out``; ``--record`` files the JSON
+for ``docs/results/``. Figures are medians over ``--rounds`` rounds of ``--reps`` calls each
+(:mod:`benchmarks.timing`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,20 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import report, results, timing
 from benchmarks import run as bench_run
 
 # The convolutions a default run computes (its deepest layer is relu5_1).
 CONVS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv3_4", "conv4_1",
          "conv4_2", "conv4_3", "conv4_4", "conv5_1")
-
-
-def _median_ms(fn: Callable[[], Any], reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
 
 
 def conv_pair(name: str, size: int, pth_params: Any, seed: int = 0) -> dict[str, Callable[[], Any]]:
@@ -136,14 +129,13 @@ def network_pair(size: int, params: Any, pth: str, seed: int = 0) -> dict[str, C
 
 
 def time_pairs(pairs: dict[str, Callable[[], Any]], rounds: int, reps: int) -> dict[str, float]:
-    """Median ms per call of each callable, the callables taking turns round by round (after one warm-up call)."""
+    """Median ms per call of each callable: one warm-up call each, then ``rounds`` rounds of ``reps`` calls, the
+    callables taking turns round by round; the median over rounds of each round's median."""
     for fn in pairs.values():
-        fn()
-    per: dict[str, list[float]] = {k: [] for k in pairs}
-    for _ in range(rounds):
-        for k, fn in pairs.items():
-            per[k].append(_median_ms(fn, reps))
-    return {k: statistics.median(v) for k, v in per.items()}
+        timing.once(fn)
+    per = timing.interleave({k: functools.partial(timing.repeat, fn, reps, warmup=0) for k, fn in pairs.items()},
+                            rounds)
+    return {k: 1e3 * timing.median_of(v) for k, v in per.items()}
 
 
 def method_steps(methods: Sequence[str], size: int, params: Any, pth: str, args: Any, log: Callable[[str], None]
@@ -164,13 +156,11 @@ def method_steps(methods: Sequence[str], size: int, params: Any, pth: str, args:
     return out
 
 
-def markdown(res: dict[str, Any]) -> str:
-    env = res["environment"]
-    flags = f"; XLA_FLAGS={env['xla_flags']}" if env["xla_flags"] else ""
-    lines = [f"Machine: {env['processor']}, {env['cpu_count']} CPU cores; {env['date'][:10]}; "
-             f"jax {env['versions']['jax']}, torch {env['versions']['torch']} (threads {env['torch_threads']}){flags}.",
-             f"Weights: {env['weights']}.",
-             f"Command: `{env['command']}`. Medians over {env['rounds']} rounds of {env['reps']} calls.", "",
+def table(doc: dict[str, Any]) -> str:
+    """The tables of a results document: each convolution, the network, each method's step and its bound."""
+    env, res = doc["settings"], doc["results"]
+    lines = [f"Medians over {env['rounds']} rounds of {env['reps']} calls, the frameworks in turn within each round; "
+             f"PyTorch threads {env['torch_threads']}.", "",
              f"Each convolution alone at {env['size']} px (forward + input gradient), ms:", "",
              "| conv | h x w | C_in -> C_out | jax | torch NCHW | torch channels_last | best torch / jax |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
@@ -218,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--chunk)")
     parser.add_argument("--chunk", type=int, default=5)
     parser.add_argument("--weights", default="", help="torchvision VGG-19 .pth (default: cached or random)")
+    results.add_arguments(parser, "conv_bound")
     args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
     from benchmarks import torch_baseline as tb
 
     methods = list(tb.METHODS) if args.methods is None else [m for m in args.methods.split(",") if m]
@@ -233,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import jax
     import torch
 
-    from nst_jax import atomic, lapack
+    from nst_jax import lapack
 
     if jax.default_backend() != "cpu":
         parser.error("this benchmark compares CPU convolutions; run it on a CPU")
@@ -248,11 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from nst_jax import vgg
 
-    env = bench_run.environment("cpu", pth_desc, args)
-    env.update(command="python -m benchmarks.conv_bound " + " ".join(sys.argv[1:] if argv is None else argv),
-               size=args.size, reps=args.reps)
-    res: dict[str, Any] = {"environment": env,
-        "convs": [], "network": {}, "methods": {}}
+    settings = {"size": args.size, "methods": methods, "rounds": args.rounds, "reps": args.reps,
+                "steps_per_round": args.steps, "chunk": args.chunk, "torch_threads": torch.get_num_threads(),
+                "weights": results.weights_record(pth, pth_desc)}
+    res: dict[str, Any] = {"convs": [], "network": {}, "methods": {}}
     with lapack.single_threaded():  # as nst_jax's runs (nst_jax/lapack.py)
         for name in CONVS:
             cin, cout = vgg.conv_shapes()[name]
@@ -264,9 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("network: " + ", ".join(f"{k} {v:.1f}" for k, v in res["network"].items()) + " ms")
     if methods:
         res["methods"] = method_steps(methods, args.size, params, pth, args, log)
-    atomic.write_json(os.path.join(args.out, "results.json"), res)
-    atomic.write_bytes(os.path.join(args.out, "results.md"), markdown(res).encode())
-    print(markdown(res))
+    doc = results.document("conv_bound", argv, settings, res)
+    results.write(doc, args.out, args.record)
+    print(report.section(doc))
     return 0
 
 

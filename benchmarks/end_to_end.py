@@ -16,8 +16,9 @@ Both read the same PNG inputs (the package's demo content and style, written to 
 seeded random torchvision VGG-19 (``.pth`` for PyTorch, converted once for nst_jax; random weights time the same
 as the pretrained ones). Per run: wall seconds from spawning the process to its exit with the PNG written, and
 to the first step (nst_jax: the run record's ``steps_started_at``, after compilation; PyTorch: the end of its
-first step, which compiles, less one later step). Writes ``e2e.json`` and ``e2e.md`` (rewritten after every
-run, so a cut run keeps what it finished).
+first step, which compiles, less one later step). Writes ``e2e.json`` (:mod:`benchmarks.results`) and ``e2e.md``
+(rewritten after every run, so a cut run keeps what it finished); ``--record`` files the JSON for
+``docs/results/``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks import torch_cli
+from benchmarks import report, results, torch_cli
 from nst_jax import losses
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,8 +101,12 @@ def run_once(cmd: list[str], env: dict[str, str], output: str, program: str) -> 
     return {"wall_s": wall, "to_first_step_s": started - spawned, **extra}
 
 
-def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
-    lines = [f"{env['date']}, {env['machine']}; size {env['size']} px, {env['steps']} steps; `{env['command']}`", "",
+def table(doc: dict[str, Any]) -> str:
+    """The results document's table: per method and program, seconds to the first step and to the PNG, cold and
+    warm."""
+    env, rows = doc["settings"], doc["results"]
+    lines = [f"{env['size']} px, {env['steps']} steps, device {env['device']}; each program run twice, cold (empty "
+             "compilation caches) then warm (the caches the cold run filled).", "",
              "| method | program | cold: to first step s | cold: to PNG s | warm: to first step s | warm: to PNG s |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     by = {(r["method"], r["program"], r["run"]): r for r in rows}
@@ -125,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--dry_run", action="store_true", help="64 px, 2 steps: checks the script")
+    results.add_arguments(parser, "end_to_end")
     args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
     if args.dry_run:
         args.size, args.steps = 64, 2
     args.size = args.size or (256 if args.device == "cpu" else 512)
@@ -135,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown program {p!r}; expected some of {','.join(PROGRAMS)}")
     os.makedirs(args.out, exist_ok=True)
     files = prepare(args.out, args.size)
-    import platform
+    from benchmarks.run import weights_pth
 
-    env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "size": args.size, "steps": args.steps,
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.device}",
-           "command": "python -m benchmarks.end_to_end " + " ".join(argv if argv is not None else sys.argv[1:])}
+    methods = [m for m in args.methods.split(",") if m]
+    settings = {"size": args.size, "steps": args.steps, "methods": methods, "programs": programs,
+                "device": args.device, "weights": results.weights_record(files[2], weights_pth("", args.out)[1])}
+    meta = results.metadata("end_to_end", sys.argv[1:] if argv is None else argv)
     rows: list[dict[str, Any]] = []
-    for method in [m for m in args.methods.split(",") if m]:
+    for method in methods:
         for program in programs:
             if program != "nst_jax" and method not in TORCH_METHODS:
                 print(f"{method}: {program} skipped (benchmarks.torch_cli has no {method})", flush=True)
@@ -154,11 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"method": method, "program": program, "run": run, **run_once(cmd, run_env, output, program)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                with open(os.path.join(args.out, "e2e.json"), "w") as f:
-                    json.dump({"environment": env, "rows": rows}, f, indent=1)
-                with open(os.path.join(args.out, "e2e.md"), "w") as f:
-                    f.write(markdown(rows, env))
-    print(markdown(rows, env))
+                doc = results.document("end_to_end", None, settings, rows, meta)
+                results.write(doc, args.out, args.record, filename="e2e.json")
+    print(report.section(results.document("end_to_end", None, settings, rows, meta)))
     walls = [r["wall_s"] for r in rows if "wall_s" in r]
     return 0 if walls and len(walls) == len(rows) and statistics.median(walls) > 0 else 1
 

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import tempfile
-import time
+from collections.abc import Sequence
+from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-def _times(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+from benchmarks import results, timing  # noqa: E402
 
 
 def loop(size: int, chunk: int, repeats: int) -> dict[str, float]:
@@ -52,12 +48,9 @@ def loop(size: int, chunk: int, repeats: int) -> dict[str, float]:
         fn = jax.jit(lambda s, unroll=unroll: transfer.chunk(problem, settings, chunk, s, params, tgt, scales, key,
                                                              unroll=unroll))
         state = transfer.init_state(problem, settings, x)
-        jax.block_until_ready(fn(state))
-        run = lambda fn=fn, state=state: jax.block_until_ready(fn(state))  # noqa: E731
-        out[name] = statistics.median(_times(run, repeats)) / chunk
+        out[name] = timing.repeat(lambda fn=fn, state=state: fn(state), repeats, per=chunk).median
     step = jax.jit(jax.value_and_grad(lambda y: transfer.energy(problem, params, tgt, scales, y, key)[0]))
-    jax.block_until_ready(step(x))
-    out["value_and_grad"] = statistics.median(_times(lambda: jax.block_until_ready(step(x)), repeats))
+    out["value_and_grad"] = timing.repeat(lambda: step(x), repeats).median
     return {k: 1e3 * v for k, v in out.items()}
 
 
@@ -71,27 +64,36 @@ def load(repeats: int) -> dict[str, float]:
         path = os.path.join(folder, "vgg19.msgpack")
         weights.save(path, params, "torchvision", "random (benchmark)")
         loaded = weights.load(path).params
-        digest = _times(lambda: weights.params_sha256(loaded), repeats)
-        whole = _times(lambda: weights.load(path), repeats)
+        digest = timing.repeat(lambda: weights.params_sha256(loaded), repeats, warmup=0)
+        whole = timing.repeat(lambda: weights.load(path), repeats, warmup=0)
         megabytes = os.path.getsize(path) / 1e6
-    return {"file_MB": megabytes, "sha256_best_ms": 1e3 * min(digest),
-            "sha256_median_ms": 1e3 * statistics.median(digest), "load_best_ms": 1e3 * min(whole),
-            "load_median_ms": 1e3 * statistics.median(whole)}
+    return {"file_MB": megabytes, "sha256_best_ms": 1e3 * digest.best, "sha256_median_ms": 1e3 * digest.median,
+            "load_best_ms": 1e3 * whole.best, "load_median_ms": 1e3 * whole.median}
 
 
-def main() -> None:
+def table(doc: dict[str, Any]) -> str:
+    """The results document's figures, one line each."""
+    env, res = doc["settings"], doc["results"]
+    lines = [f"- loop {env['size']} px, Gram, chunk {env['chunk']}: {name} {ms:.0f} ms per step (median of "
+             f"{env['repeats']})" for name, ms in res["loop"].items()]
+    lines += [f"- load: {name} {value:.1f}" for name, value in res["load"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--chunk", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    import jax
-
-    print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}, {os.cpu_count()} cores")
-    for name, ms in loop(args.size, args.chunk, args.repeats).items():
-        print(f"loop {args.size} px, Gram, chunk {args.chunk}: {name} {ms:.0f} ms per step (median of {args.repeats})")
-    for name, value in load(args.repeats).items():
-        print(f"load: {name} {value:.1f}")
+    parser.add_argument("--out", default="", help="folder for results.json and results.md (default: print only)")
+    results.add_arguments(parser, "loop_and_load")
+    args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
+    settings = {"size": args.size, "chunk": args.chunk, "repeats": args.repeats, "weights": results.INIT_PARAMS}
+    doc = results.document("loop_and_load", argv, settings,
+                           {"loop": loop(args.size, args.chunk, args.repeats), "load": load(args.repeats)})
+    print(table(doc), end="")
+    results.write(doc, args.out, args.record)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     python benchmarks/memory.py                          # 1024 and 2048 px, compiled sizes and measured RSS
     python benchmarks/memory.py --sizes=1024 --no-rss    # compiled sizes only (seconds)
     python benchmarks/memory.py --strips=1,8,16          # which strip counts (--strips of the CLI) to compare
+    python -m benchmarks.memory --sizes=1024 --no-rss --out=DIR --record   # results.json in DIR, and the JSON
+                                                         # filed for docs/results/ (benchmarks/results.py)
 
 One step is what a run does per iteration with the default config's layers (content relu4_2; style relu1_1,
 relu2_1, relu3_1, relu4_1, relu5_1; max pooling): the VGG-19 forward pass of the generated image, the Gram
@@ -32,16 +34,18 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
+from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nst_jax import losses, transfer, vgg
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from benchmarks import results, timing  # noqa: E402
+from nst_jax import losses, transfer, vgg  # noqa: E402
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CASES = ((False, "float32"), (True, "float32"), (False, "bfloat16"), (True, "bfloat16"))  # (remat, dtype)
@@ -76,18 +80,21 @@ def abstract_inputs(prob: transfer.Problem, size: int) -> tuple[Any, ...]:
 def compiled_bytes(remat: bool, dtype: str, strips: int, size: int, run: bool = False) -> dict[str, float]:
     """XLA's memory analysis of the compiled step; with ``run``, also :func:`measure_time` of it here."""
     prob = problem(remat, dtype, strips)
-    t0 = time.time()
-    inputs = concrete_inputs(prob, size) if run else abstract_inputs(prob, size)
-    compiled = jax.jit(step_fn(prob)).lower(*inputs).compile()
+    (inputs, compiled), compile_s = timing.once(lambda: _inputs_and_compiled(prob, size, run))
     analysis = compiled.memory_analysis()
     out = {
         "temp": analysis.temp_size_in_bytes,
         "argument": analysis.argument_size_in_bytes,
         "output": analysis.output_size_in_bytes,
         "total": analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes,
-        "compile_s": time.time() - t0,
+        "compile_s": compile_s,
     }
     return {**out, **measure_time(compiled, inputs)} if run else out
+
+
+def _inputs_and_compiled(prob: transfer.Problem, size: int, run: bool) -> tuple[tuple[Any, ...], Any]:
+    inputs = concrete_inputs(prob, size) if run else abstract_inputs(prob, size)
+    return inputs, jax.jit(step_fn(prob)).lower(*inputs).compile()
 
 
 def _status_kb(field: str) -> int:
@@ -117,9 +124,7 @@ def measure_rss(remat: bool, dtype: str, strips: int, size: int) -> dict[str, fl
     with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark (VmHWM) to the current RSS
         f.write("5")
     compiled = jax.jit(step_fn(prob)).lower(params, tgt, scales, x, key).compile()
-    t0 = time.time()
-    jax.block_until_ready(compiled(params, tgt, scales, x, key))
-    step_s = time.time() - t0
+    _, step_s = timing.once(lambda: compiled(params, tgt, scales, x, key))
     return {"rss_growth": (_status_kb("VmHWM") - before) * 1024.0, "step_s": step_s}
 
 
@@ -129,20 +134,14 @@ def measure_time(compiled: Any, inputs: tuple[Any, ...], repeats: int = 5) -> di
     step raised it (run the cases from small to large: ``--strips=8,1 --dtypes=bfloat16,float32``)."""
     stats = jax.devices()[0].memory_stats() or {}
     before = stats.get("peak_bytes_in_use", 0)
-    jax.block_until_ready(compiled(*inputs))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*inputs))
-        times.append(time.perf_counter() - t0)
-    out = {"step_s": sorted(times)[len(times) // 2]}
+    out = {"step_s": timing.repeat(lambda: compiled(*inputs), repeats).median}
     stats = jax.devices()[0].memory_stats() or {}
     if stats.get("peak_bytes_in_use", 0) > before:
         out["device_peak"] = float(stats["peak_bytes_in_use"])
     return out
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1024,2048", help="comma-separated square image sizes in px")
     parser.add_argument("--strips", default="1,8", help="comma-separated strip counts (1: whole image)")
@@ -150,8 +149,11 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated VGG compute dtypes")
     parser.add_argument("--no-rss", action="store_true", help="compiled sizes only (no subprocess runs)")
     parser.add_argument("--time", action="store_true", help="also run each step here: median s/step (GPU, TPU)")
+    parser.add_argument("--out", default="", help="folder for results.json and results.md (default: print only)")
+    results.add_arguments(parser, "memory")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "remat,dtype,strips,size": measure RSS, print JSON
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
     if args.child:
         remat, dtype, strips, size = args.child.split(",")
         print(json.dumps(measure_rss(remat == "1", dtype, int(strips), int(size))))
@@ -159,7 +161,6 @@ def main() -> None:
 
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        mp = size * size / 1e6
         cases = [(remat, dtype) for remat, dtype in CASES
                  if ("yes" if remat else "no") in args.remat.split(",") and dtype in args.dtypes.split(",")]
         for strips, (remat, dtype) in itertools.product([int(n) for n in args.strips.split(",")], cases):
@@ -178,20 +179,30 @@ def main() -> None:
             rows.append(row)
             print(f"{size} px strips={strips} remat={remat} {dtype}: " + _summary(row), file=sys.stderr, flush=True)
 
-    print(f"\nOne step (forward + input gradient, Gram + content loss), {jax.default_backend()} "
-          f"({jax.devices()[0].device_kind}, {platform.machine()}), jax {jax.__version__}, "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; MB = 10^6 bytes, MP = 10^6 px\n")
-    print("| size | strips | remat | dtype | temp MB | args MB | out MB | compiled MB/MP | RSS growth MB/MP "
-          "| device peak MB/MP | step ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
+    settings = {"sizes": args.sizes, "strips": args.strips, "remat": args.remat, "dtypes": args.dtypes,
+                "rss": not args.no_rss, "time": args.time, "weights": results.INIT_PARAMS}
+    doc = results.document("memory", argv, settings, rows)
+    print("\n" + table(doc))
+    results.write(doc, args.out, args.record)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The results document's table: per case, XLA's compiled sizes, the measured RSS growth and device peak per
+    megapixel, and the step time where measured."""
+    lines = ["One step (forward + input gradient, Gram + content loss); MB = 10^6 bytes, MP = 10^6 px. RSS: a "
+             "fresh process per case (compilation included); device peak and step time with --time.", "",
+             "| size | strips | remat | dtype | temp MB | args MB | out MB | compiled MB/MP | RSS growth MB/MP "
+             "| device peak MB/MP | step ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in doc["results"]:
         mp = r["size"] ** 2 / 1e6
         rss = f"{r['rss_growth'] / MB / mp:.0f}" if "rss_growth" in r else "-"
         peak = f"{r['device_peak'] / MB / mp:.0f}" if "device_peak" in r else "-"
         step = f"{1e3 * r['step_s']:.1f}" if "step_s" in r else "-"
-        print(f"| {r['size']} | {r['strips']} | {'yes' if r['remat'] else 'no'} | {r['dtype']} | "
-              f"{r['temp'] / MB:.0f} | {r['argument'] / MB:.0f} | {r['output'] / MB:.0f} | "
-              f"{r['total'] / MB / mp:.0f} | {rss} | {peak} | {step} |")
+        lines.append(f"| {r['size']} | {r['strips']} | {'yes' if r['remat'] else 'no'} | {r['dtype']} | "
+                     f"{r['temp'] / MB:.0f} | {r['argument'] / MB:.0f} | {r['output'] / MB:.0f} | "
+                     f"{r['total'] / MB / mp:.0f} | {rss} | {peak} | {step} |")
+    return "\n".join(lines) + "\n"
 
 
 def _summary(row: dict[str, Any]) -> str:

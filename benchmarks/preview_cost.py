@@ -14,31 +14,34 @@ Best and median ms of ``--repeats`` calls after one warm-up call.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
 
-import jax.numpy as jnp
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nst_jax import demo, image, job, preview
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import results, timing  # noqa: E402
+from nst_jax import demo, image, job, preview  # noqa: E402
 
 
 def _ms(fn, repeats: int) -> tuple[float, float]:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(1e3 * (time.perf_counter() - t0))
-    return min(out), statistics.median(out)
+    t = timing.repeat(fn, repeats)
+    return 1e3 * t.best, 1e3 * t.median
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
+    parser.add_argument("--out", default="", help="folder for results.json and results.md (default: print only)")
+    results.add_arguments(parser, "preview_cost")
+    args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
     hw = (args.height, args.width)
     noise = np.random.default_rng(0).random((*hw, 3), dtype=np.float32)
     smooth = image.resize(demo.content_image(max(hw)), hw).astype(np.float32)
@@ -48,10 +51,20 @@ def main() -> None:
             ("Preview.image (run thread)", _ms(lambda: page.image(1, smooth), args.repeats)),
             ("encode_png, demo picture (server thread)", _ms(lambda: preview.encode_png(smooth), args.repeats)),
             ("encode_png, uniform noise (server thread)", _ms(lambda: preview.encode_png(noise), args.repeats))]
-    print(f"{args.width} x {args.height} px, {args.repeats} repeats")
-    print("| what | best ms | median ms |\n| --- | ---: | ---: |")
-    for name, (best, median) in rows:
-        print(f"| {name} | {best:.3f} | {median:.3f} |")
+    doc = results.document("preview_cost", argv, {"width": args.width, "height": args.height,
+                                                  "repeats": args.repeats},
+                           [{"what": name, "best_ms": best, "median_ms": median} for name, (best, median) in rows])
+    print(table(doc), end="")
+    results.write(doc, args.out, args.record)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The results document's table: best and median ms of each call."""
+    env = doc["settings"]
+    lines = [f"{env['width']} x {env['height']} px, {env['repeats']} repeats", "",
+             "| what | best ms | median ms |", "| --- | ---: | ---: |"]
+    lines += [f"| {r['what']} | {r['best_ms']:.3f} | {r['median_ms']:.3f} |" for r in doc["results"]]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -11,31 +11,36 @@ prints seconds per chunk of each and the ratio.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import time
+from collections.abc import Sequence
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
+from benchmarks import results, timing  # noqa: E402
 from configs import default  # noqa: E402
 from nst_jax import config as cfg_lib  # noqa: E402
 from nst_jax import demo, job, transfer, weights  # noqa: E402
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--kernels", default="gram,gaussian")
     parser.add_argument("--repeats", type=int, default=6)
-    args = parser.parse_args()
+    parser.add_argument("--out", default="", help="folder for results.json and results.md (default: print only)")
+    results.add_arguments(parser, "report_cost")
+    args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
     loaded = weights.load(args.weights)
     print(f"{jax.devices()[0].device_kind}, {args.size} px, weights {weights.describe(loaded)}")
-    print("| method | chunk | plain s/chunk | with the report s/chunk | ratio |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(_HEADER)
+    rows = []
     for kernel in args.kernels.split(","):
         config = default.get_config()
         config.kernel, config.size, config.steps = kernel, args.size, 10_000
@@ -52,14 +57,30 @@ def main() -> None:
         }
         compiled = {name: fn.lower(problem, settings, length, one[0], s.params, one[1], one[2], s.loop_key).compile()
                     for name, fn in fns.items()}
-        times: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(args.repeats):
-            for name, fn in compiled.items():
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn(one[0], s.params, one[1], one[2], s.loop_key))
-                times[name].append(time.perf_counter() - t0)
-        plain, report = (float(np.median(times[n][1:] or times[n])) for n in ("plain", "report"))
-        print(f"| {kernel} | {length} | {plain:.3f} | {report:.3f} | {report / plain:.3f} |", flush=True)
+        call = {name: functools.partial(fn, one[0], s.params, one[1], one[2], s.loop_key)
+                for name, fn in compiled.items()}
+        # One call of each in turn per round; the first round's (a first call) is dropped when there are others.
+        times = timing.interleave({name: functools.partial(timing.repeat, fn, 1, warmup=0)
+                                   for name, fn in call.items()}, args.repeats)
+        plain, report = (timing.median_of(times[n][1:] or times[n]) for n in ("plain", "report"))
+        rows.append({"method": kernel, "chunk": length, "plain_s": plain, "report_s": report})
+        print(_row(rows[-1]), flush=True)
+    settings = {"size": args.size, "kernels": args.kernels, "repeats": args.repeats,
+                "weights": results.weights_record(args.weights)}
+    results.write(results.document("report_cost", argv, settings, rows), args.out, args.record)
+
+
+_HEADER = "| method | chunk | plain s/chunk | with the report s/chunk | ratio |\n| --- | ---: | ---: | ---: | ---: |"
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (f"| {r['method']} | {r['chunk']} | {r['plain_s']:.3f} | {r['report_s']:.3f} | "
+            f"{r['report_s'] / r['plain_s']:.3f} |")
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The results document's table: seconds per chunk without and with the report, and their ratio."""
+    return f"{doc['settings']['size']} px.\n\n{_HEADER}\n" + "".join(_row(r) + "\n" for r in doc["results"])
 
 
 if __name__ == "__main__":

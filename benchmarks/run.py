@@ -6,11 +6,13 @@
 (``torch_step``, in the default frameworks, compiles for 1.5-3 minutes per method on a 2-core CPU; leave it out
 with ``--frameworks=jax,jax_step,torch_eager,torch_compile`` for a quick run.)
 
-Writes ``results.json`` and ``results.md`` to ``--out``. For every image size (square, size x size px) and
-style method (every method of nst_jax's registry, e.g. poly c=1 d=2, gaussian with the paper's linear-time
-estimator; the settings of ``configs/default.py``: relu4_2 content, relu1_1..relu5_1 style, Adam lr 0.05, init
-from the content image, automatic balance), each framework runs the same optimisation from the same image (the
-PyTorch frameworks only for the methods with a twin in :mod:`benchmarks.torch_baseline`):
+Writes ``results.json`` (:mod:`benchmarks.results`: the command, commit, date, machine and versions above the
+figures) and ``results.md`` (its page section, :mod:`benchmarks.report`) to ``--out``; ``--record`` also files the
+JSON under ``benchmarks/results/<machine class>/run.json``, what ``docs/results/`` shows. For every image size
+(square, size x size px) and style method (every method of nst_jax's registry, e.g. poly c=1 d=2, gaussian with
+the paper's linear-time estimator; the settings of ``configs/default.py``: relu4_2 content, relu1_1..relu5_1 style,
+Adam lr 0.05, init from the content image, automatic balance), each framework runs the same optimisation from the
+same image (the PyTorch frameworks only for the methods with a twin in :mod:`benchmarks.torch_baseline`):
 
 * ``jax``: the real loop, :func:`nst_jax.transfer.chunk` jitted with a chunk of ``--chunk`` steps and
   the carry donated; ms/iteration = chunk time / chunk. ``jax_step`` is the same with a chunk of one step
@@ -25,15 +27,15 @@ PyTorch frameworks only for the methods with a twin in :mod:`benchmarks.torch_ba
   same with VGG-19 under bf16 autocast, beside ``jax_bf16`` (nst_jax with ``dtype="bfloat16"``, as
   ``--dtype=bfloat16``). Their parity columns are against the float32 ``jax`` run.
 
-Timing: ``--rounds`` rounds, each framework in turn within a round (so load drifts hit all alike); a round
-restarts from the initial image and runs ``--steps`` steps in blocks of ``--chunk`` with one synchronisation per
-block; the figure is the median over rounds of the median block time / chunk. Parity: every round replays the
-same steps (the Gaussian's random pairs are nst_jax's, passed to PyTorch), so the losses at step 0 and at the
-last step are compared with nst_jax's. The balance factors and paper constants are nst_jax's, passed to
+Timing (:mod:`benchmarks.timing`): ``--rounds`` rounds, each framework in turn within a round (so load drifts hit
+all alike); a round restarts from the initial image and runs ``--steps`` steps in blocks of ``--chunk`` with one
+synchronisation per block; the figure is the median over rounds of the median block time / chunk. Parity: every
+round replays the same steps (the Gaussian's random pairs are nst_jax's, passed to PyTorch), so the losses at step 0
+and at the last step are compared with nst_jax's. The balance factors and paper constants are nst_jax's, passed to
 PyTorch, so both optimise one energy. Memory: on a GPU the framework's peak allocation (torch
 ``max_memory_allocated``; XLA's compiled buffer sizes and ``peak_bytes_in_use``); on a CPU the peak growth of the
-process's heap in use (glibc ``mallinfo2``, sampled every 2 ms) during an untimed round of each framework
-before the timed ones (the sampler slows what it watches).
+process's heap in use (glibc ``mallinfo2``, sampled every 2 ms) during an untimed round of each framework before the
+timed ones (the sampler slows what it watches).
 """
 
 from __future__ import annotations
@@ -42,11 +44,8 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
-import datetime
 import functools
 import os
-import platform
-import statistics
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import report, results, timing
 from nst_jax import losses
 
 METHODS: tuple[str, ...] = losses.METHODS
@@ -317,11 +317,12 @@ class HeapPeak:
 
 @dataclasses.dataclass
 class Runner:
-    """One framework's way to run a round: ``round(steps)`` -> (block seconds list, per-step loss rows)."""
+    """One framework's way to run a round from the initial image: ``round()`` -> (the blocks'
+    :class:`benchmarks.timing.Timing`, per unit a step; per-step loss rows)."""
 
     name: str
     warmup_s: float
-    round: Callable[[], tuple[list[float], list[dict[str, float]]]]
+    round: Callable[[], tuple[timing.Timing, list[dict[str, float]]]]
     memory: Callable[[], dict[str, Any]] = lambda: {}
     reset_memory: Callable[[], None] = lambda: None
 
@@ -338,24 +339,27 @@ def make_jax_runner(side: JaxSide, steps: int, chunk: int, name: str) -> Runner:
         return transfer.init_state(side.problem, side.settings, jnp.copy(side.x0))
 
     args = (side.params, side.tgt, side.scales, side.loop_key)
-    t0 = time.perf_counter()
-    compiled = fn.lower(carry(), *args).compile()
-    with lapack.single_threaded():  # as nst_jax's run driver runs its steps (nst_jax/lapack.py)
-        jax.block_until_ready(compiled(carry(), *args))
-    warmup = time.perf_counter() - t0
+
+    def compile_and_call():
+        compiled = fn.lower(carry(), *args).compile()
+        with lapack.single_threaded():  # as nst_jax's run driver runs its steps (nst_jax/lapack.py)
+            jax.block_until_ready(compiled(carry(), *args))
+        return compiled
+
+    compiled, warmup = timing.once(compile_and_call)
 
     @lapack.single_threaded()
     def run_round():
-        c = carry()
-        jax.block_until_ready(c)
-        blocks, rows = [], []
-        for _ in range(steps // chunk):
-            t = time.perf_counter()
-            c, terms = compiled(c, *args)
-            jax.block_until_ready(c)
-            blocks.append(time.perf_counter() - t)
-            terms = jax.device_get(terms)
-            rows += [{k: float(v[i]) for k, v in terms.items()} for i in range(chunk)]
+        state = [jax.block_until_ready(carry())]
+        terms: list[Any] = []
+
+        def block():
+            state[0], out = compiled(state[0], *args)
+            terms.append(out)
+            return state[0]  # the sync waits for the block's carry
+
+        blocks = timing.repeat(block, steps // chunk, warmup=0, per=chunk)
+        rows = [{k: float(v[i]) for k, v in t.items()} for t in jax.device_get(terms) for i in range(chunk)]
         return blocks, rows
 
     def memory():
@@ -379,28 +383,26 @@ def make_torch_runner(ts: Any, steps: int, chunk: int, perms: list[Any] | None, 
     import torch
 
     cuda = ts.device.type == "cuda"
+    sync = timing.torch_sync(ts.device)
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
+    def warm():
+        ts.reset()
+        for i in range(warmup_steps):
+            ts.step(None if perms is None else perms[i])
 
-    t0 = time.perf_counter()
-    ts.reset()
-    for i in range(warmup_steps):
-        ts.step(None if perms is None else perms[i])
-    sync()
-    warmup = time.perf_counter() - t0
+    _, warmup = timing.once(warm, sync=sync)
 
     def run_round():
         ts.reset()
-        sync()
-        blocks, outs = [], []
-        for b in range(steps // chunk):
-            t = time.perf_counter()
-            for i in range(b * chunk, (b + 1) * chunk):
+        sync(None)
+        outs: list[dict[str, Any]] = []
+
+        def block():
+            for _ in range(chunk):
+                i = len(outs)
                 outs.append(ts.step(None if perms is None else perms[i]))
-            sync()
-            blocks.append(time.perf_counter() - t)
+
+        blocks = timing.repeat(block, steps // chunk, warmup=0, per=chunk, sync=sync)
         return blocks, [{k: float(v) for k, v in o.items()} for o in outs]
 
     def memory():
@@ -421,14 +423,8 @@ def choose_layout(make: Callable[[bool], Any], probe_steps: int = 3) -> tuple[bo
     times = {}
     for cl in (False, True):
         ts = make(cl)
-        ts.step()
-        best = float("inf")
-        for _ in range(probe_steps):
-            t = time.perf_counter()
-            out = ts.step()
-            float(out["total"])
-            best = min(best, time.perf_counter() - t)
-        times["channels_last" if cl else "nchw"] = best
+        steps = timing.repeat(ts.step, probe_steps, sync=lambda out: float(out["total"]))
+        times["channels_last" if cl else "nchw"] = steps.best
     return times["channels_last"] < times["nchw"], times
 
 
@@ -489,7 +485,6 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
                 log(f"{size}px torch layout: {'channels_last' if cl else 'nchw'} {layout_probe}")
             cl = features["cl"]
         for fw in method_frameworks:
-            t0 = time.perf_counter()
             try:
                 if fw == "jax":
                     runners.append(make_jax_runner(side, args.steps, args.chunk, fw))
@@ -516,8 +511,7 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
                 results.append({"size": size, "method": method, "framework": fw,
                                 "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
                 continue
-            log(f"{size}px {method} {fw}: warm-up {time.perf_counter() - t0:.1f}s")
-        per_round: dict[str, list[float]] = {r.name: [] for r in runners}
+            log(f"{size}px {method} {fw}: warm-up {runners[-1].warmup_s:.1f}s")
         losses: dict[str, list[dict[str, float]]] = {}
         memory: dict[str, dict[str, Any]] = {r.name: {} for r in runners}
         # Memory and the parity losses from one untimed round first: the heap sampler's thread (mallinfo2 every
@@ -528,19 +522,16 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
             with HeapPeak() if device == "cpu" else contextlib.nullcontext() as rss:
                 _, losses[r.name] = r.round()
             memory[r.name] = {**r.memory(), **({"heap_delta_bytes": rss.delta} if device == "cpu" else {})}
-        for rnd in range(args.rounds):
-            for r in runners:
-                blocks, _ = r.round()
-                chunk = 1 if r.name == "jax_step" else args.chunk
-                per_round[r.name].append(statistics.median(blocks) / chunk)
-            log(f"{size}px {method} round {rnd}: "
-                + ", ".join(f"{k} {1e3 * v[-1]:.0f}" for k, v in per_round.items()) + " ms/it")
+        per_round = timing.interleave(
+            {r.name: lambda r=r: r.round()[0] for r in runners}, args.rounds,
+            lambda rnd, this, method=method: log(f"{size}px {method} round {rnd}: "
+                                  + ", ".join(f"{k} {1e3 * t.median:.0f}" for k, t in this.items()) + " ms/it"))
         flops = iteration_flops(size, deepest)
         for r in runners:
-            ms = 1e3 * statistics.median(per_round[r.name])
+            ms = 1e3 * timing.median_of(per_round[r.name])
             row = {
                 "size": size, "method": method, "framework": r.name, "warmup_s": r.warmup_s,
-                "ms_per_iter": ms, "round_ms": [1e3 * v for v in per_round[r.name]],
+                "ms_per_iter": ms, "round_ms": [1e3 * t.median for t in per_round[r.name]],
                 "iterations": args.rounds * args.steps, "memory": memory[r.name],
                 "tflops": flops / (ms / 1e3) / 1e12, "balance_factor": side.factors[0],
                 "loss_step0": losses[r.name][0], "loss_last": losses[r.name][-1],
@@ -570,53 +561,41 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
 # Report
 
 
-def environment(device: str, pth_desc: str, args: Any) -> dict[str, Any]:
+def run_settings(device: str, weights: dict[str, Any], args: Any, sizes: Sequence[int], methods: Sequence[str],
+                 frameworks: Sequence[str]) -> dict[str, Any]:
+    """The ``settings`` of the results document: what was run, how it was timed, the weights
+    (:func:`benchmarks.results.weights_record`), PyTorch's threads, and on a GPU its name and matmul precision."""
     import jax
-    import jaxlib
     import torch
-    import torchvision
 
-    env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
-        "device": device, "host": platform.node(), "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "python": platform.python_version()},
-        "jax_devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "weights": pth_desc, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
+    out: dict[str, Any] = {
+        "device": device, "sizes": list(sizes), "methods": list(methods), "frameworks": list(frameworks),
         "rounds": args.rounds, "steps_per_round": args.steps, "chunk": args.chunk,
+        "torch_layout": args.torch_layout, "torch_step_mode": args.torch_step_mode,
+        "torch_threads": torch.get_num_threads(), "weights": weights,
+        "problem": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
     }
-    try:
-        import cpuinfo  # optional
-
-        env["processor"] = cpuinfo.get_cpu_info().get("brand_raw", env["processor"])
-    except ImportError:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            env["processor"] = names[0]
     if device == "cuda":
-        env["gpu"] = torch.cuda.get_device_name()
-        env["precision"] = {"torch_cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        out["gpu"] = torch.cuda.get_device_name()
+        out["precision"] = {"torch_cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
                             "torch_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
                             "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision)}
-    return env
+    return out
 
 
 def _mb(n: int | None) -> str:
     return "" if n is None else f"{n / 2**20:.0f}"
 
 
-def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
-    """The tables: per size and method, each framework's figures and the JAX / PyTorch ratios."""
+def table(doc: dict[str, Any]) -> str:
+    """The tables of a results document: per size and method, each framework's figures and the JAX / PyTorch
+    ratios; then warm-up, memory and throughput per row."""
+    env, results = doc["settings"], doc["results"]
     cuda = env["device"] == "cuda"
-    lines = [f"Machine: {env.get('gpu') or env['processor']}, {env['cpu_count']} CPU cores "
-             f"(torch threads {env['torch_threads']}); {env['date'][:10]}; jax {env['versions']['jax']}, "
-             f"torch {env['versions']['torch']}.", f"Weights: {env['weights']}.",
-             f"Command: `{env['command']}`. {env['rounds']} rounds x {env['steps_per_round']} steps, "
-             f"chunk {env['chunk']}; figures are medians.", ""]
+    lines = [f"{env['rounds']} rounds x {env['steps_per_round']} steps in blocks of {env['chunk']}, frameworks in "
+             f"turn within each round; ms/it is the median over rounds of the median block time / block steps. "
+             f"Device {env['device']}" + (f" ({env['gpu']})" if cuda else "")
+             + f", PyTorch threads {env['torch_threads']}.", ""]
     by = {(r["size"], r["method"], r["framework"]): r for r in results}
     sizes = sorted({r["size"] for r in results})
     methods = [m for m in METHODS if any(r["method"] == m for r in results)]
@@ -644,7 +623,7 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
                 + (f"{max(p['step0_rel'] for p in par):.1e}" if par else "") + " | "
                 + (f"{max(p['last_rel'] for p in par):.1e}" if par else "") + " |")
     lines += ["", "Ratios are PyTorch time / JAX time (above 1: JAX faster); the bf16 columns against jax_bf16. "
-              "Rel. diffs: the float32 PyTorch runs against jax; each bf16 run's are in results.json.", ""]
+              "Rel. diffs: the float32 PyTorch runs against jax; each bf16 run's are in the JSON.", ""]
     lines += ["| size | method | framework | warm-up s | memory MB | TFLOP/s"
               + (" | MFU tf32 | MFU bf16 | MFU fp32" if cuda else "") + " |",
               "| --- | --- | --- | ---: | ---: | ---:" + (" | ---: | ---: | ---:" if cuda else "") + " |"]
@@ -686,7 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", default="", help="torchvision VGG-19 .pth (default: cached or random)")
     parser.add_argument("--torch_layout", default="auto", choices=("auto", "nchw", "channels_last"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    results.add_arguments(parser, "run")
     args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
     if args.steps % args.chunk or args.steps < args.chunk:
         parser.error("--steps must be a positive multiple of --chunk")
     methods = [m for m in args.methods.split(",") if m]
@@ -714,32 +695,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     pth, pth_desc = weights_pth(args.weights, args.out)
     params = jax.device_put(flax_params(pth))
-    env = environment(device, pth_desc, args)
+    settings = run_settings(device, results.weights_record(pth, pth_desc), args, sizes, methods, frameworks)
+    meta = results.metadata("run", sys.argv[1:] if argv is None else argv)
     started = time.time()
 
     def log(msg: str) -> None:
         print(f"[{time.time() - started:6.0f}s] {msg}", flush=True)
 
     log(f"device {device}, weights: {pth_desc}")
-    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    docs = [results.document("run", None, settings, rows, meta)]
 
-    def done(rows: list[dict[str, Any]]) -> None:
-        results.extend(rows)
-        _write(args.out, env, results, time.time() - started)
+    def done(new: list[dict[str, Any]]) -> None:  # after each method: a run cut short keeps what it finished
+        rows.extend(new)
+        docs[0] = results.document("run", None, {**settings, "elapsed_s": round(time.time() - started)}, rows, meta)
+        results.write(docs[0], args.out, args.record)
 
     for size in sizes:
         bench_size(size, methods, frameworks, pth, params, args, device, log, done)
     log(f"done: {os.path.join(args.out, 'results.md')}")
-    print(markdown(results, env))
+    print(report.section(docs[0]))
     return 0
-
-
-def _write(out: str, env: dict[str, Any], results: list[dict[str, Any]], elapsed: float) -> None:
-    from nst_jax import atomic
-
-    atomic.write_json(os.path.join(out, "results.json"), {"environment": {**env, "elapsed_s": elapsed},
-                                                          "results": results})
-    atomic.write_bytes(os.path.join(out, "results.md"), markdown(results, env).encode())
 
 
 if __name__ == "__main__":

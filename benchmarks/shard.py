@@ -27,10 +27,14 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+from collections.abc import Sequence
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import results, timing  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:
@@ -60,36 +64,39 @@ def child(args: argparse.Namespace) -> None:
         state = rows.put(stack(transfer.init_state(problem_n, settings, x)))
         shared = (rows.replicated(params), rows.put(stack(tgt)), rows.put(stack(scales)),
                   rows.replicated(jax.random.key(2)))
-        t0 = time.time()
-        compiled = rows.compile_chunk(problem_n, settings, 1, state, *shared)
-        compile_s = time.time() - t0
+        compiled, compile_s = timing.once(functools.partial(rows.compile_chunk, problem_n, settings, 1, state, *shared))
         memory = compiled.memory_analysis()
         per_device = memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
-        times = []
-        for i in range(args.steps + 1 if args.steps else 0):  # --steps=0: compile only
-            t0 = time.time()
-            state, terms, _ = compiled(state, *shared)
-            jax.block_until_ready((state, terms))
-            if i:
-                times.append(time.time() - t0)
+        carry = [state, None]
+
+        def step(carry=carry, compiled=compiled, shared=shared):
+            carry[0], carry[1], _ = compiled(carry[0], *shared)
+            return carry
+
+        # --steps=0: compile only.
+        steps = timing.repeat(step, args.steps, warmup=1) if args.steps else None
+        terms = carry[1]
         print(json.dumps({
             "devices": len(devices), "method": method, "size": args.size, "padded_rows": rows.padded,
             "rows_per_device": rows.padded // len(devices), "mb_per_device": per_device / 1e6,
             "temp_mb": memory.temp_size_in_bytes / 1e6, "arguments_mb": memory.argument_size_in_bytes / 1e6,
-            "s_per_step": statistics.median(times) if times else None, "compile_s": compile_s,
-            "platform": devices[0].platform, "energy": float(np.ravel(terms["total"])[-1]) if times else None,
+            "s_per_step": steps.median if steps else None, "compile_s": compile_s,
+            "platform": devices[0].platform, "energy": float(np.ravel(terms["total"])[-1]) if steps else None,
         }), flush=True)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--methods", default="gram,gaussian")
     parser.add_argument("--devices", default="1,2,4,8")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--platform", default="cpu", help="cpu: forced host devices; gpu/tpu: the real ones")
+    parser.add_argument("--out", default="", help="folder for results.json and results.md (default: print only)")
+    results.add_arguments(parser, "shard")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    results.check_record_name(parser, args.record)
     if args.child:
         child(args)
         return
@@ -104,13 +111,23 @@ def main() -> None:
                               f"--methods={args.methods}", f"--steps={args.steps}"],
                              capture_output=True, text=True, env=env, check=True).stdout
         rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    print("| method | devices | rows per device | MB per device | of which temporaries | s per step | compile s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in sorted(rows, key=lambda r: (r["method"], r["devices"])):
-        step = "" if r["s_per_step"] is None else f"{r['s_per_step']:.2f}"
-        print(f"| {r['method']} | {r['devices']} | {r['rows_per_device']} | {r['mb_per_device']:.0f} | "
-              f"{r['temp_mb']:.0f} | {step} | {r['compile_s']:.1f} |")
+    settings = {"size": args.size, "methods": args.methods, "devices": args.devices, "steps": args.steps,
+                "platform": args.platform, "weights": results.INIT_PARAMS}
+    doc = results.document("shard", argv, settings, rows)
+    print(table(doc), end="")
     print(json.dumps(rows))
+    results.write(doc, args.out, args.record)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The results document's table: per method and device count, memory per device and time per step."""
+    lines = ["| method | devices | rows per device | MB per device | of which temporaries | s per step | compile s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in sorted(doc["results"], key=lambda r: (r["method"], r["devices"])):
+        step = "" if r["s_per_step"] is None else f"{r['s_per_step']:.2f}"
+        lines.append(f"| {r['method']} | {r['devices']} | {r['rows_per_device']} | {r['mb_per_device']:.0f} | "
+                     f"{r['temp_mb']:.0f} | {step} | {r['compile_s']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

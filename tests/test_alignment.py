@@ -91,6 +91,7 @@ class TestSWD:
         a = np.maximum(np.random.default_rng(0).standard_normal((3000, 5)), 0).astype(np.float32)
         np.testing.assert_array_equal(wasserstein.stable_order(a), np.argsort(a + 0.0, axis=0, kind="stable"))
 
+    @pytest.mark.slow
     def test_random_directions_converge_to_the_sphere_average(self):
         # The reference: the same distance averaged over 20000 directions drawn by NumPy.
         reference = np_swd(X[:20], Y[:15], unit_columns(5, 20000, 1))
@@ -190,7 +191,7 @@ class TestMKMMD:
         got = losses.mmd2(X, Y, kernel="gaussian", gamma=self.GAMMAS, estimator=estimator)
         np.testing.assert_allclose(got, np_mk_mmd(X, Y, self.GAMMAS, estimator == "unbiased"), rtol=1e-4, atol=1e-6)
 
-    @pytest.mark.parametrize("estimator", ["full", "unbiased", "linear", "rff"])
+    @pytest.mark.parametrize("estimator", ["full", "unbiased", "linear", pytest.param("rff", marks=pytest.mark.slow)])
     def test_one_bandwidth_is_the_gaussian(self, estimator):
         key = jax.random.key(4)
         one = losses.mmd2(X, Y, kernel="gaussian", gamma=(0.3,), estimator=estimator, key=key)
@@ -203,6 +204,7 @@ class TestMKMMD:
         else:
             np.testing.assert_allclose(one, plain, rtol=1e-6)
 
+    @pytest.mark.slow
     def test_rff_and_linear_estimate_the_full_value(self):
         full = np_mk_mmd(X, Y, self.GAMMAS, unbiased=True)
         rff = np.mean([losses.mmd2(X, Y, kernel="gaussian", gamma=self.GAMMAS, estimator="rff",

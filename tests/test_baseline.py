@@ -39,6 +39,7 @@ def test_settings_are_the_default_config():
         c.poly_c, c.poly_d, c.gaussian_estimator, c.seed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", tb.METHODS)  # those with a PyTorch twin
 def test_step0_losses_agree_with_nst_jax(method, setup):
     import jax
@@ -61,6 +62,7 @@ def test_step0_losses_agree_with_nst_jax(method, setup):
     np.testing.assert_allclose(float(t_total.detach()), float(total), rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_adam_steps_track_nst_jax(setup):
 
     side = bench.jax_side("gram", setup["params"], setup["content"], setup["style"])
@@ -73,6 +75,7 @@ def test_adam_steps_track_nst_jax(setup):
         assert bench.rel(a["total"], b["total"]) < 1e-3
 
 
+@pytest.mark.slow
 def test_gaussian_pairs_are_used_and_a_wrong_permutation_changes_the_loss(setup):
     x = torch.randn(16, 4)
     y = torch.randn(16, 4) + 1.0
@@ -103,6 +106,7 @@ def test_unknown_method_is_refused():
 
 
 @pytest.mark.parametrize("method", ["gram", "gaussian"])
+@pytest.mark.slow
 def test_whole_step_is_the_eager_step_in_one_graph(method, setup):
     # Dynamo's whole-graph capture (fullgraph: no break at the gradient or the update) with the eager backend;
     # the functional Adam must give torch.optim.Adam's images step for step.
@@ -139,6 +143,7 @@ def test_torch_cli_constants_are_nst_jax_paper_scales():
             assert scale(m, n) == pytest.approx(losses.paper_scale(method, m, n, **extra), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_torch_cli_writes_the_image_and_its_timings(setup, tmp_path, capsys):
     import json
 
@@ -159,6 +164,7 @@ def test_torch_cli_writes_the_image_and_its_timings(setup, tmp_path, capsys):
     assert timings["balance_factor"] > 0 and timings["steps_started_at"] <= timings["total_s"] + torch_cli.STARTED
 
 
+@pytest.mark.slow
 def test_bf16_psnr_benchmark_compares_the_dtypes(random_weights, capsys, monkeypatch):
     # benchmarks/bf16_psnr.py at 32 px, 2 steps: three runs (fp32, bf16, fp32 nudged) and their comparison.
     from benchmarks import bf16_psnr
@@ -177,6 +183,7 @@ def test_bf16_psnr_benchmark_compares_the_dtypes(random_weights, capsys, monkeyp
     assert out[2].startswith("| gram | ") and 0 <= row["max_diff_bf16"] <= 255
 
 
+@pytest.mark.slow
 def test_memory_is_sampled_in_an_untimed_round(random_pth, tmp_path, monkeypatch):
     """benchmarks.run on a CPU: one heap-sampled round per framework before the timed rounds, none beside them
     (the sampler's thread slowed what it watched: PyTorch eager 2.3x, nst_jax 1.5x at 256 px); every row has

@@ -186,6 +186,7 @@ def device_report(random_weights, tmp_path_factory):
     return report
 
 
+@pytest.mark.slow
 def test_eight_jobs_on_eight_devices_equal_single_runs(device_report):
     # Bit for bit after 120 steps: the image, the final energy and every logged loss.
     assert device_report["devices"] == 8
@@ -195,6 +196,7 @@ def test_eight_jobs_on_eight_devices_equal_single_runs(device_report):
     assert all(eight["final_energy_equal"]) and all(eight["history_equal"]), eight
 
 
+@pytest.mark.slow
 def test_job_count_not_dividing_the_devices(device_report):
     five = device_report["five_on_eight"]
     assert len(five["written"]) == 5 and five["padded_to"] == [8] * 5
@@ -222,6 +224,7 @@ def small_input():
     return jnp.asarray(np.random.default_rng(0).standard_normal((1, 20, 28, 3)).astype(np.float32))
 
 
+@pytest.mark.slow
 def test_remat_same_features_gradient_and_parameter_tree(random_params, small_input):
     plain = vgg.extract(random_params, small_input, LAYERS)
     remat = vgg.extract(random_params, small_input, LAYERS, remat=True)
@@ -239,6 +242,7 @@ def test_remat_same_features_gradient_and_parameter_tree(random_params, small_in
     assert jax.tree.map(lambda s: s.shape, tree) == jax.tree.map(lambda s: s.shape, vgg.param_shapes())
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_float32_outputs_and_parameters(random_params, small_input):
     plain = vgg.extract(random_params, small_input, LAYERS)
     half = vgg.extract(random_params, small_input, LAYERS, dtype=jnp.bfloat16)
@@ -253,6 +257,7 @@ def test_bfloat16_compute_float32_outputs_and_parameters(random_params, small_in
     assert g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
 
 
+@pytest.mark.slow
 def test_the_alignment_methods_run_in_batch_mode(random_weights, tmp_path):
     content_dir = str(tmp_path / "in")
     write_images(content_dir, ["a.png", "b.png"], (24, 32), 4)

@@ -17,6 +17,7 @@ from nst_jax import config as config_lib
 from nst_jax import demo, evaluate, image, losses, weights
 
 
+@pytest.mark.slow
 def test_table_is_one_for_the_content_and_zero_for_the_style(random_weights):
     loaded = weights.load(random_weights)
     config = test_config.get_config()
@@ -37,6 +38,7 @@ def test_table_is_one_for_the_content_and_zero_for_the_style(random_weights):
     assert md.startswith("note\n\n| result | gram |") and md.count("\n| ") == 4
 
 
+@pytest.mark.slow
 def test_compare_writes_results_sheet_curves_and_metrics(random_weights, tmp_path):
     out = tmp_path / "cmp"
     proc = subprocess.run(
@@ -65,6 +67,7 @@ def test_compare_writes_results_sheet_curves_and_metrics(random_weights, tmp_pat
     assert "metrics.md" in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_nometrics_skips_the_cross_evaluation(random_weights, tmp_path):
     out = tmp_path / "cmp"
     proc = subprocess.run(

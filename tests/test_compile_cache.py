@@ -60,6 +60,7 @@ def _main(tmp_path, name, *extra, env=None):
     return proc, out
 
 
+@pytest.mark.slow
 def test_second_run_of_the_same_shapes_loads_instead_of_compiling(random_weights, tmp_path):
     cache = tmp_path / "cache"
     first, out1 = _main(tmp_path, "first", f"--weights={random_weights}", f"--compile_cache={cache}")
@@ -84,6 +85,7 @@ def test_second_run_of_the_same_shapes_loads_instead_of_compiling(random_weights
     assert sorted(os.listdir(cache)) == sorted(entries)
 
 
+@pytest.mark.slow
 def test_a_refused_run_leaves_no_cache_folder(random_weights, tmp_path):
     """Some small programs compile before every input is checked; a refused run still leaves no folder."""
     for bad in ([f"--weights={tmp_path / 'missing.msgpack'}"],
@@ -108,6 +110,7 @@ def test_enable_checks_without_creating(clean_env, monkeypatch):
     compile_cache.discard_new()  # nothing created yet: nothing to remove, no error
 
 
+@pytest.mark.slow
 def test_cli_reports_an_unusable_cache_folder_in_one_line(random_weights, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -118,6 +121,7 @@ def test_cli_reports_an_unusable_cache_folder_in_one_line(random_weights, tmp_pa
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_compare_takes_the_flag_too(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -25,6 +25,7 @@ def config(**overrides):
     return c
 
 
+@pytest.mark.slow
 def test_luminance_mode_keeps_the_content_chroma(loaded):
     result, record = runner.stylize(None, None, config(preserve_colors="luminance"), weights=loaded)
     content = demo.content_image(1024)
@@ -50,6 +51,7 @@ def test_histogram_mode_gives_the_style_the_content_colour_statistics():
     np.testing.assert_allclose(np.cov(pixels_s.T, bias=True), np.cov(pixels_c.T, bias=True), atol=tol)
 
 
+@pytest.mark.slow
 def test_three_scales_end_at_the_requested_size(loaded):
     result, record = runner.stylize(None, None, config(scales=3, size=64), weights=loaded)
     assert [s["size"] for s in record["scales"]] == [[12, 16], [24, 32], [48, 64]]
@@ -57,6 +59,7 @@ def test_three_scales_end_at_the_requested_size(loaded):
     assert all(s["steps_run"] == 3 for s in record["scales"])
 
 
+@pytest.mark.slow
 def test_three_scales_resume_bit_for_bit(loaded, tmp_path):
     c = config(scales=2, size=64, steps=6, checkpoint_every=2)
     full, _ = runner.stylize(None, None, c, weights=loaded)
@@ -74,6 +77,7 @@ def test_three_scales_resume_bit_for_bit(loaded, tmp_path):
 
 
 @pytest.mark.parametrize("kernel", ["gaussian", "bn"])
+@pytest.mark.slow
 def test_blend_weights_one_zero_equal_the_single_style(kernel, loaded):
     first, second = demo.style_image(64), demo.content_image(64)
     single, _ = runner.stylize(None, [first], config(kernel=kernel), weights=loaded)
@@ -110,6 +114,7 @@ def test_mixture_samples_weigh_each_style():
         losses.mixture_samples([y1, y2], [0.0, 0.0])
 
 
+@pytest.mark.slow
 def test_style_scale_changes_the_style_size(loaded):
     _, record = runner.stylize(None, None, config(style_scale=0.5), weights=loaded)
     assert record["style"]["size"] == [[16, 16]]

@@ -34,6 +34,7 @@ def params(random_pth):
 
 
 @pytest.mark.parametrize("name", ["conv1_1", "conv2_1"])
+@pytest.mark.slow
 def test_both_sides_compute_the_same_convolution_and_input_gradient(name, params):
     calls = conv_bound.conv_pair(name, 32, params)
     y, dx = calls["jax"]()
@@ -43,6 +44,7 @@ def test_both_sides_compute_the_same_convolution_and_input_gradient(name, params
     assert y.shape[-1] == vgg.conv_shapes()[name][1]
 
 
+@pytest.mark.slow
 def test_both_sides_compute_the_same_network_pass(random_pth, params):
     calls = conv_bound.network_pair(32, params, random_pth)
     value, dx = calls["jax"]()
@@ -52,11 +54,12 @@ def test_both_sides_compute_the_same_network_pass(random_pth, params):
         assert rel(to_nhwc(dxt), dx) < 1e-4, layout
 
 
+@pytest.mark.slow
 def test_the_command_writes_every_convolution_and_the_bound_from_its_own_figures(random_pth, tmp_path, capsys):
     out = tmp_path / "cb"
     assert conv_bound.main([f"--out={out}", "--size=32", "--methods=gram", "--rounds=1", "--reps=1", "--steps=2",
                             "--chunk=1", f"--weights={random_pth}"]) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text())["results"]
     assert [r["conv"] for r in res["convs"]] == list(conv_bound.CONVS)
     assert all(r[k] > 0 for r in res["convs"] for k in ("jax", "torch_nchw", "torch_channels_last"))
     gram, net = res["methods"]["gram"], res["network"]

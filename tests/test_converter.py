@@ -463,6 +463,7 @@ def test_resnet18_checkpoint_named(tmp_path):
     assert not os.path.exists(tmp_path / "out.msgpack")
 
 
+@pytest.mark.slow
 def test_convert_records_source_and_origin(random_pth, torch_params, tmp_path):
     out = convert(random_pth, str(tmp_path / "caffe.msgpack"), "caffe")
     loaded = weights.load(out)
@@ -505,6 +506,7 @@ def test_cli_output_loads(torch_weights, random_pth, torch_vgg):
     assert [f for f in os.listdir(os.path.dirname(torch_weights)) if f != "vgg19-random.msgpack"] == []
 
 
+@pytest.mark.slow
 def test_cli_default_output_and_caffe(random_pth, tmp_path):
     proc = run_converter("--source=caffe", f"--checkpoint={random_pth}", env={"NST_JAX_CACHE": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
@@ -534,6 +536,7 @@ def test_cli_default_output_and_caffe(random_pth, tmp_path):
     ids=["missing", "url-and-checkpoint", "timeout-zero", "timeout-text", "sha256-format", "output-under-a-file",
          "source", "caffe-download", "sha256"],
 )
+@pytest.mark.slow
 def test_cli_errors(tmp_path, args, message):
     ckpt = _small_pth(tmp_path)
     args = [a.replace("CKPT", ckpt) for a in args]
@@ -543,6 +546,7 @@ def test_cli_errors(tmp_path, args, message):
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_cli_text_file_is_named(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not a checkpoint\n" * 20)
@@ -551,12 +555,14 @@ def test_cli_text_file_is_named(tmp_path):
     assert not (tmp_path / "out.msgpack").exists()
 
 
+@pytest.mark.slow
 def test_cli_help_and_bad_flag():
     help_ = run_converter("--help")
     assert help_.returncode == 0 and "--checkpoint" in help_.stdout + help_.stderr
     assert _one_error_line(run_converter("--no_such_flag=1")) == "error: Unknown command line flag 'no_such_flag'"
 
 
+@pytest.mark.slow
 def test_cli_unsafe_checkpoint(tmp_path):
     marker = str(tmp_path / "pwned")
     path = write_zip_pth(tmp_path / "evil.pth", {"w": _Call(os.system, f"touch {marker}")}, {})
@@ -566,6 +572,7 @@ def test_cli_unsafe_checkpoint(tmp_path):
     assert not os.path.exists(marker) and not (tmp_path / "out.msgpack").exists()
 
 
+@pytest.mark.slow
 def test_cli_offline_download(tmp_path):
     # A closed local port as the proxy: the download fails at once whether or not this machine is online.
     env = {

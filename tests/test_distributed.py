@@ -21,6 +21,9 @@ from conftest import REPO_ROOT
 
 from nst_jax import batch, image, outputs
 
+# Every test starts two processes of python -m nst_jax.main: all of them are slow.
+pytestmark = pytest.mark.slow
+
 CONFIG = os.path.join(REPO_ROOT, "configs", "test.py")
 
 

@@ -572,6 +572,7 @@ FAILED = {  # case: what the one error line must hold
 
 
 @pytest.mark.parametrize("case", WORKED)
+@pytest.mark.slow
 def test_cli_download_converts_and_caches(case, cli_runs):
     runs, srv, digest = cli_runs
     proc, cache = runs[case]
@@ -586,6 +587,7 @@ def test_cli_download_converts_and_caches(case, cli_runs):
 
 
 @pytest.mark.parametrize("case", list(FAILED))
+@pytest.mark.slow
 def test_cli_download_fault_is_one_line_and_leaves_nothing(case, cli_runs):
     runs, srv, digest = cli_runs
     proc, cache = runs[case]
@@ -597,6 +599,7 @@ def test_cli_download_fault_is_one_line_and_leaves_nothing(case, cli_runs):
     assert not os.path.exists(cache) or os.listdir(cache) == []  # no .pth, no .part, no converted file
 
 
+@pytest.mark.slow
 def test_cli_no_request_before_the_flags_are_checked(cli_runs):
     runs, srv, _ = cli_runs
     assert srv.seen("/ok/models/vgg19.pth") == []
@@ -607,6 +610,7 @@ def test_cli_no_request_before_the_flags_are_checked(cli_runs):
 # --- two converters, one cache file --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_converters_at_once_leave_one_valid_file(tmp_path):
     """Both download (the server answers only once both have asked), convert and write the same cache file. A
     watcher reads the file whenever it exists: every read must be the whole, final file, never part of one."""

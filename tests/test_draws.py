@@ -61,6 +61,7 @@ def _chunk(problem, settings, length, unroll):
                                                          report=True))
 
 
+@pytest.mark.slow
 def test_unrolled_chunk_equals_the_loop_that_draws_in_each_step(gaussian_run):
     """Unrolled (the table) against the scan (each step draws its own): the same pairs, so the same energies
     and image up to the two programs' rounding; different pairs would differ by percents. The report, at
@@ -90,6 +91,7 @@ def _sorts(problem, settings, length, state, params, tgt, scales, key) -> int:
     return len(re.findall(r"\bsort\(", text))
 
 
+@pytest.mark.slow
 def test_unrolled_chunk_compiles_its_draws_once(gaussian_run):
     """Each permutation is a sort-based shuffle: a 3-step chunk with its report holds as many sorts as a
     1-step one (the draws' loop body), not three or four times as many."""

@@ -248,6 +248,7 @@ class TestMMD:
         # It is an estimate, not the V-statistic: the full estimator lies far outside that band here.
         assert abs(draws.mean() - np_mmd2(x.astype(float), y.astype(float), "gaussian", gamma=0.2)) > 4 * se
 
+    @pytest.mark.slow
     def test_rff_approaches_full(self):
         # Paper bandwidth: the rff path's pooled gamma must match the full estimator's too.
         full = float(jit_mmd2("gaussian")(X, Y))

@@ -93,6 +93,7 @@ class TestWeightedStatistics:
         want = np.concatenate([p @ np.cos(proj), p @ np.sin(proj)]) / np.sqrt(8)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
+    @pytest.mark.slow
     def test_paired_estimator_converges_to_the_weighted_full_estimator(self):
         # The pairs are drawn in proportion to the weights, so their mean estimates the weighted V-statistic.
         gamma = 0.05
@@ -126,6 +127,7 @@ def test_zero_one_weights_are_the_loss_of_the_subset(method):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_sliced_wasserstein_of_a_subset():
     # Equal-size subsets: the weighted quantiles are the subset's sorted values.
     sx, sy = np.arange(40) < 30, np.arange(36) >= 6
@@ -307,6 +309,7 @@ def test_resume_with_masks_is_bit_for_bit_and_other_masks_are_refused(masked_run
     assert np.array_equal(masked, resumed)
 
 
+@pytest.mark.slow
 def test_one_colour_everywhere_is_the_unmasked_run_bit_for_bit(files, loaded):
     c = config(files, steps=3)
     plain, _ = runner.stylize(str(files / "content.png"), c.style, c, weights=loaded)
@@ -317,6 +320,7 @@ def test_one_colour_everywhere_is_the_unmasked_run_bit_for_bit(files, loaded):
     assert record["masks"]["regions_used"] is False
 
 
+@pytest.mark.slow
 def test_strips_add_region_sums_like_unmasked_ones(files, loaded):
     """The energy and its gradient with --strips equal those without, with regions (Gram and BN)."""
     # Blocks 1-2 only (the strip-wise layers) at 48 px: cheap to compile.
@@ -342,6 +346,7 @@ def test_strips_add_region_sums_like_unmasked_ones(files, loaded):
     np.testing.assert_allclose(g3, g1, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(g1))))
 
 
+@pytest.mark.slow
 def test_paired_sampling_and_covariance_methods_with_blends_fallback_and_scales(files, loaded):
     """The Gaussian's pairs and swd's quantiles in one fusion, two styles blended (the second with a one-colour
     mask: its colour is unused, and the red and blue regions pool only the first style's samples) and the
@@ -481,6 +486,7 @@ def test_demo_masks_label_the_demo_images():
     np.testing.assert_array_equal(masks.read("demo", "content_mask", (48, 64)), cm)
 
 
+@pytest.mark.slow
 def test_demo_masks_run_in_one_command(loaded, random_weights, tmp_path):
     c = test_config.get_config()
     c.size, c.steps, c.weights, c.output = 32, 2, random_weights, str(tmp_path / "o.png")

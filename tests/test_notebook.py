@@ -28,6 +28,7 @@ def test_committed_notebook_is_valid_with_outputs_cleared():
     assert len(params) == 1 and "REPO_URL" in params[0].source and "WEIGHTS" in params[0].source
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom_on_the_cpu(random_weights, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")

@@ -193,6 +193,7 @@ def failing_runs(files, random_weights, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", list(FAILING))
+@pytest.mark.slow
 def test_failed_run_creates_no_folder(case, failing_runs, files):
     proc, root = failing_runs[case]
     assert proc.returncode == 2, proc.stderr
@@ -204,6 +205,7 @@ def test_failed_run_creates_no_folder(case, failing_runs, files):
     assert os.listdir(root) == []  # not even the output's folder
 
 
+@pytest.mark.slow
 def test_two_runs_writing_one_output_at_once(files, random_weights, tmp_path):
     """Two runs (different seeds, so different images) with one --output: both succeed, and what is left is one
     whole image with the record that names it."""

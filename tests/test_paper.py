@@ -309,6 +309,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.slow
 def test_paper_config_follows_the_official_loop_step_for_step(case, caffe_weights, oracle_net, images):
     """Each step of the paper config's run against the official loop's step from the same image.
 
@@ -425,6 +426,7 @@ def test_mxnet_rule_is_mxnet_sgd_across_the_decays():
     assert np.max(np.abs(other[80:] - want[80:])) > 100 * 2e-5 * scale
 
 
+@pytest.mark.slow
 def test_projection_can_be_turned_off(caffe_weights):
     """With sgd.project=False (the paper config) the image may leave the pixel range while optimising."""
     rgb = np.full((16, 16, 3), 0.5, np.float32)
@@ -526,6 +528,7 @@ def test_denoising_needs_scikit_image(monkeypatch):
     config_lib.check(c)
 
 
+@pytest.mark.slow
 def test_the_saved_image_is_tv_denoised(caffe_weights, images):
     pytest.importorskip("skimage")
     from skimage.restoration import denoise_tv_chambolle

@@ -112,6 +112,7 @@ def test_series_per_method_per_scale_and_thinned():
 # The run's hook.
 
 
+@pytest.mark.slow
 def test_on_image_after_every_chunk_of_every_scale(random_weights, tmp_path):
     c = test_config.get_config()
     c.weights, c.output, c.scales, c.steps = random_weights, str(tmp_path / "o.png"), 2, 4
@@ -188,6 +189,7 @@ class PreviewRun:
             self.proc.wait()
 
 
+@pytest.mark.slow
 def test_cli_preview_end_to_end_without_a_browser(random_weights, tmp_path):
     out = tmp_path / "o.png"
     run = PreviewRun(f"--config={REPO}/configs/test.py", f"--weights={random_weights}", f"--output={out}",
@@ -218,6 +220,7 @@ def test_cli_preview_end_to_end_without_a_browser(random_weights, tmp_path):
     assert not os.path.exists(tmp_path / "o.ckpt")
 
 
+@pytest.mark.slow
 def test_compare_preview_shows_each_method_and_stops(random_weights, tmp_path):
     out = tmp_path / "cmp"
     run = PreviewRun(f"--config={REPO}/configs/test.py", f"--weights={random_weights}", f"--output_dir={out}",
@@ -234,6 +237,7 @@ def test_compare_preview_shows_each_method_and_stops(random_weights, tmp_path):
     assert sorted(os.listdir(out)) == ["gram.png"]  # the current image; no record, no sheet
 
 
+@pytest.mark.slow
 def test_preview_refuses_batch_mode(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nst_jax.main", "--preview", f"--content_dir={tmp_path}",
                            f"--output_dir={tmp_path / 'o'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -254,6 +258,7 @@ PIXELS_JS = """() => { const i = document.getElementById('image'); if (!i.comple
   return Array.from(g.getImageData(0, 0, c.width, c.height).data).join(','); }"""
 
 
+@pytest.mark.slow
 def test_preview_in_a_headless_browser(random_weights, tmp_path):
     browser = chromium()
     if browser is None:

@@ -85,6 +85,7 @@ def test_scales_are_labelled_counted_and_kept(loaded, random_weights):
                            f"{record['run_s']:.1f} s after {record['compile_s']:.1f} s compile"), text
 
 
+@pytest.mark.slow
 def test_api_progress_true_prints_a_bar_and_is_silent_by_default(loaded, random_weights, capsys):
     config = make_config(random_weights, kernel="gram", steps=2)
     runner.stylize(None, None, config, weights=loaded)
@@ -126,6 +127,7 @@ def test_cpu_default_steps_are_said_and_explicit_steps_are_kept(random_weights):
     assert config_lib.default_steps(config) == (7, None) and config_lib.with_default_steps(config) is config
 
 
+@pytest.mark.slow
 def test_unbiased_estimates_are_marked_and_explained(loaded, random_weights):
     """The Gaussian's paired estimator can be negative: the bar marks its terms, the record and summary say so;
     exact methods carry no such note."""

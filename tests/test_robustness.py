@@ -33,6 +33,9 @@ from PIL import Image
 from configs import test as test_config
 from nst_jax import checkpoint, image, job, optimizers, runner, vgg, weights
 
+# Every test runs the command lines in subprocesses or several whole runs: all of them are slow.
+pytestmark = pytest.mark.slow
+
 CONFIG = os.path.join(REPO_ROOT, "configs", "test.py")
 MAIN, CONVERTER = "nst_jax.main", "weights_converter"
 WORKERS = max(2, min(4, os.cpu_count() or 2))

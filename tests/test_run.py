@@ -31,7 +31,8 @@ def make_config(random_weights, tmp_path, **overrides):
     return c
 
 
-@pytest.mark.parametrize("kernel", METHODS)
+@pytest.mark.parametrize("kernel", [k if k == "gram" else pytest.param(k, marks=pytest.mark.slow)
+                                    for k in METHODS])
 def test_every_method_lowers_the_energy_and_writes_outputs(kernel, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel=kernel, steps=8)
     names = kernel.replace(",", "+").split("+")  # "+" spells a fusion; "," is read the same way
@@ -55,6 +56,7 @@ def test_every_method_lowers_the_energy_and_writes_outputs(kernel, random_weight
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_same_seed_same_image_other_seed_other_image(loaded, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel="gaussian", init="noise", steps=4)
     a, _ = runner.stylize(None, None, config, weights=loaded)
@@ -65,6 +67,7 @@ def test_same_seed_same_image_other_seed_other_image(loaded, random_weights, tmp
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["lbfgs", "sgd_paper"])
 def test_other_optimizers_run_and_lower_the_energy(optimizer, loaded, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel="gram", optimizer=optimizer, steps=6)
@@ -74,6 +77,7 @@ def test_other_optimizers_run_and_lower_the_energy(optimizer, loaded, random_wei
     assert result.shape == (24, 32, 3) and 0.0 <= result.min() and result.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_sgd_paper_early_stop(loaded, random_weights, tmp_path):
     # A relative change below 100 % holds after the first step, so a tolerance of 1 stops there.
     config = make_config(random_weights, tmp_path, kernel="gram", optimizer="sgd_paper", steps=6)
@@ -83,12 +87,14 @@ def test_sgd_paper_early_stop(loaded, random_weights, tmp_path):
     assert record["losses"]["step"] == [0, 1]  # the step it ran, then the energy it stopped at
 
 
+@pytest.mark.slow
 def test_image_stays_in_range_with_a_large_step(loaded, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel="gram", lr=5.0, steps=3)
     result, _ = runner.stylize(None, None, config, weights=loaded)
     assert result.min() >= 0.0 and result.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_for_bit(loaded, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel="gaussian", steps=8, checkpoint_every=2)
     full, _ = runner.stylize(None, None, config, weights=loaded)
@@ -115,6 +121,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(loaded, random_weights, tmp_
         runner.stylize(None, None, config, weights=loaded, checkpoint_path=ckpt)
 
 
+@pytest.mark.slow
 def test_style_size_rules(loaded, random_weights, tmp_path):
     style = np.random.default_rng(0).uniform(size=(40, 20, 3)).astype(np.float32)
     content = np.random.default_rng(1).uniform(size=(30, 60, 3)).astype(np.float32)
@@ -131,6 +138,7 @@ def test_style_size_rules(loaded, random_weights, tmp_path):
     assert record["style"]["size"] == [[12, 6]]
 
 
+@pytest.mark.slow
 def test_balance_makes_gradient_ratio_the_style_weight(loaded, random_weights, tmp_path):
     config = make_config(random_weights, tmp_path, kernel="bn", steps=1)
     _, auto = runner.stylize(None, None, config, weights=loaded)
@@ -149,6 +157,7 @@ def run_cli(*args, env_extra=None):
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(random_weights, tmp_path):
     out = tmp_path / "sub" / "cli.png"
     proc = run_cli(f"--config={REPO}/configs/test.py", f"--weights={random_weights}", f"--output={out}",
@@ -177,6 +186,7 @@ def test_cli_end_to_end(random_weights, tmp_path):
         (["--content=/no/such/photo.jpg"], "no such file"),
     ],
 )
+@pytest.mark.slow
 def test_cli_user_errors_exit_2_with_one_line(args, message, random_weights, tmp_path):
     proc = run_cli(f"--config={REPO}/configs/test.py", f"--weights={random_weights}",
                    f"--output={tmp_path / 'x.png'}", *args)
@@ -186,6 +196,7 @@ def test_cli_user_errors_exit_2_with_one_line(args, message, random_weights, tmp
     assert not os.path.exists(tmp_path / "x.png") and not os.path.exists(tmp_path / "x.json")
 
 
+@pytest.mark.slow
 def test_cli_missing_weights_names_the_command(tmp_path):
     proc = run_cli(f"--config={REPO}/configs/test.py", f"--output={tmp_path / 'x.png'}",
                    env_extra={"NST_JAX_CACHE": str(tmp_path / "cache")})
@@ -205,6 +216,7 @@ def test_weights_are_described_by_the_hash_of_their_source_file(loaded):
 
 @pytest.mark.parametrize("program, extra", [("nst_jax.main", ["content_dir", "output_dir", "multihost"]),
                                             ("nst_jax.compare", ["methods", "output_dir", "metrics"])])
+@pytest.mark.slow
 def test_help_exits_0_and_lists_every_flag_with_its_default(program, extra):
     proc = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)

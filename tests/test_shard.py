@@ -32,6 +32,7 @@ def report(random_weights):
     return out
 
 
+@pytest.mark.slow
 def test_every_method_equals_the_single_device_run(report):
     assert report["devices"] == 8
     run = report["all_methods"]
@@ -43,6 +44,7 @@ def test_every_method_equals_the_single_device_run(report):
     assert run["max_diff_uint8"] <= 1, run  # the image within 1/255
 
 
+@pytest.mark.slow
 def test_lbfgs_state_with_a_history_axis(report):
     run = report["lbfgs"]
     assert run["max_diff_uint8"] <= 1 and max(run["final_rel"].values()) <= ENERGY_RTOL, run
@@ -50,12 +52,14 @@ def test_lbfgs_state_with_a_history_axis(report):
 
 
 @pytest.mark.parametrize("estimator", ["full", "unbiased", "rff"])
+@pytest.mark.slow
 def test_the_gaussians_other_estimators_equal_the_single_device_run(report, estimator):
     run = report[f"gaussian_{estimator}"]
     assert run["max_diff_uint8"] <= 1, run
     assert max(run["history_rel"].values()) <= ENERGY_RTOL and max(run["final_rel"].values()) <= ENERGY_RTOL, run
 
 
+@pytest.mark.slow
 def test_a_resumed_sharded_run_equals_the_uninterrupted_one(report):
     run = report["resume"]
     assert run["stopped_at"] == 2 and run["resumed_from"] == 2, run
@@ -63,6 +67,7 @@ def test_a_resumed_sharded_run_equals_the_uninterrupted_one(report):
     assert run["max_abs_diff"] == 0.0, run  # the same compiled steps from the same state: the same bits
 
 
+@pytest.mark.slow
 def test_height_not_divisible_by_the_devices_is_padded_to_whole_aligned_shares(report):
     # 35 rows: padded to 64 = 8 devices x 8 rows, 8 a multiple of 2**2 (relu3_1, the deepest layer, is after
     # two poolings), so every device's share stays whole down to the deepest layer.
@@ -73,6 +78,7 @@ def test_height_not_divisible_by_the_devices_is_padded_to_whole_aligned_shares(r
     assert report["state_shards"]["adam_mu"] == [[1, 8, 40, 3]] * 8
 
 
+@pytest.mark.slow
 def test_compiled_program_is_split_by_rows(report):
     single, sharded = report["convs_single"], report["convs_sharded"]
     assert len(single) == len(sharded) > 0
@@ -85,6 +91,7 @@ def test_compiled_program_is_split_by_rows(report):
     assert biggest * 8 == 64 * 40 * 64 and biggest * 4 < max(np.prod(s) for s in single)
 
 
+@pytest.mark.slow
 def test_a_mesh_of_one_device_gives_the_same_result(random_weights):
     loaded = weights.load(random_weights)
     rng = np.random.default_rng(1)
@@ -122,6 +129,7 @@ def run_cli(*args):
     (["--shard_image", "--num_processes=2"], "--num_processes and --process_id need --multihost"),
     (["--output_dir=OUT"], "--output_dir is a batch-mode flag"),
 ])
+@pytest.mark.slow
 def test_impossible_combinations_exit_2_with_one_line(args, message, random_weights, tmp_path):
     args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
     proc = run_cli(f"--config={REPO}/configs/test.py", f"--weights={random_weights}",
@@ -132,6 +140,7 @@ def test_impossible_combinations_exit_2_with_one_line(args, message, random_weig
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_memory_and_time_benchmark_runs_and_its_rows_agree():
     # benchmarks/shard.py makes the README's table: a dry run at 32 px on 1 and 2 forced devices.
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "shard.py"), "--size=32", "--methods=gram",

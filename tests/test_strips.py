@@ -111,6 +111,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("terms, content, pooling, n", CASES, ids=["gram", "linear+bn", "poly-unbiased", "w2+coral"])
+@pytest.mark.slow
 def test_strips_give_the_whole_image_energy_and_gradient(terms, content, pooling, n, random_params):
     keys = jax.random.split(jax.random.key(1), 3)
     x = jax.random.uniform(keys[0], (29, 22, 3), minval=-2.0, maxval=2.0)
@@ -135,6 +136,7 @@ def test_strips_give_the_whole_image_energy_and_gradient(terms, content, pooling
     np.testing.assert_allclose(gn, g1, atol=2e-5 * float(jnp.abs(g1).max()))
 
 
+@pytest.mark.slow
 def test_a_short_halo_would_be_wrong(random_params):
     # The check above can fail: with half the halo the strips' rows near their edges are not the image's.
     x = jax.random.uniform(jax.random.key(0), (24, 16, 3), minval=-2.0, maxval=2.0)
@@ -163,6 +165,7 @@ def test_strips_alone_when_no_layer_lies_past_pool2(random_params):
                                losses.style_loss("gram", losses.to_samples(whole["relu2_1"]), target), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_strips_take_less_memory():
     # The point of strips, as XLA compiles the step (temporaries; a 512 px image, Gram, nothing executed).
     # Measured: 0.3x on XLA:CPU, 0.4x on a GPU at 1024 px (benchmarks/memory.py).
@@ -188,6 +191,7 @@ def _config(random_weights, tmp_path, **overrides):
     return c
 
 
+@pytest.mark.slow
 def test_a_run_with_strips_gives_the_same_image(random_weights, tmp_path):
     config = _config(random_weights, tmp_path, kernel="linear,bn", kernel_weights="0.3,0.7", steps=4)
     plain, record = runner.stylize(None, None, config, weights=None)
@@ -201,6 +205,7 @@ def test_a_run_with_strips_gives_the_same_image(random_weights, tmp_path):
 
 
 @pytest.mark.parametrize("kernel", ["w2", "coral", "w2,coral"])
+@pytest.mark.slow
 def test_covariance_methods_with_strips_start_at_the_same_energy_and_lower_it(kernel, random_weights, tmp_path):
     # The covariance from strips is a shifted one-pass sum, the whole image's a two-pass one: equal to float
     # rounding at step 0; Adam then amplifies the rounding (a few 8-bit levels after 4 steps, README).

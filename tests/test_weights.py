@@ -261,6 +261,7 @@ def test_file_sha256_is_of_the_whole_file(saved):
     assert weights.load(saved).sha256 == hashlib.sha256(open(saved, "rb").read()).hexdigest()
 
 
+@pytest.mark.slow
 def test_two_writers_of_one_path_leave_one_whole_file(params, tmp_path):
     """Threads saving different parameters to one path while a reader loads it: every read is one whole file."""
     import threading
