@@ -200,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for results.json and results.md")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--methods", default=",".join(bench_run.METHODS),
-                        help="whole steps to time beside the network (empty: none)")
+    parser.add_argument("--methods", default=None, help="whole steps to time beside the network (empty: none; "
+                        "default: every method with a PyTorch twin, benchmarks.torch_baseline.METHODS)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=5, help="calls per round of each convolution and network pass")
     parser.add_argument("--steps", type=int, default=10, help="steps per round of each method (a multiple of "
@@ -211,10 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.add_arguments(parser, "conv_bound")
     args = parser.parse_args(argv)
     results.check_record_name(parser, args.record)
-    methods = [m for m in args.methods.split(",") if m]
+    from benchmarks import torch_baseline as tb
+
+    methods = list(tb.METHODS) if args.methods is None else [m for m in args.methods.split(",") if m]
     for m in methods:
-        if m not in bench_run.METHODS:
-            parser.error(f"unknown method {m!r}; expected some of {','.join(bench_run.METHODS)}")
+        if m not in tb.METHODS:
+            parser.error(f"unknown method {m!r}; expected some of {','.join(tb.METHODS)} (those with a PyTorch twin)")
     if args.steps % args.chunk or args.steps < args.chunk:
         parser.error("--steps must be a positive multiple of --chunk")
     if args.size < 16 or args.size % 16:

@@ -33,10 +33,14 @@ import sys
 import time
 from typing import Any
 
-from benchmarks import report, results
+from benchmarks import report, results, torch_cli
+from nst_jax import losses
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("gram", "linear", "poly", "gaussian", "bn")
+METHODS: tuple[str, ...] = losses.METHODS
+"""Every method of nst_jax's registry; the PyTorch programs run those that :mod:`benchmarks.torch_cli` offers
+(:data:`TORCH_METHODS`) and skip the others."""
+TORCH_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m in torch_cli.PAPER_SCALES)
 PROGRAMS = ("nst_jax", "torch_eager", "torch_step")
 
 
@@ -147,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for method in methods:
         for program in programs:
+            if program != "nst_jax" and method not in TORCH_METHODS:
+                print(f"{method}: {program} skipped (benchmarks.torch_cli has no {method})", flush=True)
+                continue
             cache = os.path.join(args.out, "caches", f"{program}-{method}")
             shutil.rmtree(cache, ignore_errors=True)
             output = os.path.join(args.out, f"{program}-{method}.png")

@@ -9,9 +9,10 @@ with ``--frameworks=jax,jax_step,torch_eager,torch_compile`` for a quick run.)
 Writes ``results.json`` (:mod:`benchmarks.results`: the command, commit, date, machine and versions above the
 figures) and ``results.md`` (its page section, :mod:`benchmarks.report`) to ``--out``; ``--record`` also files the
 JSON under ``benchmarks/results/<machine class>/run.json``, what ``docs/results/`` shows. For every image size
-(square, size x size px) and style method (gram, linear, poly c=1 d=2, gaussian with the paper's linear-time
-estimator, bn; the settings of ``configs/default.py``: relu4_2 content, relu1_1..relu5_1 style, Adam lr 0.05, init
-from the content image, automatic balance), each framework runs the same optimisation from the same image:
+(square, size x size px) and style method (every method of nst_jax's registry, e.g. poly c=1 d=2, gaussian with
+the paper's linear-time estimator; the settings of ``configs/default.py``: relu4_2 content, relu1_1..relu5_1 style,
+Adam lr 0.05, init from the content image, automatic balance), each framework runs the same optimisation from the
+same image (the PyTorch frameworks only for the methods with a twin in :mod:`benchmarks.torch_baseline`):
 
 * ``jax``: the real loop, :func:`nst_jax.transfer.chunk` jitted with a chunk of ``--chunk`` steps and
   the carry donated; ms/iteration = chunk time / chunk. ``jax_step`` is the same with a chunk of one step
@@ -54,8 +55,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks import report, results, timing
+from nst_jax import losses
 
-METHODS = ("gram", "linear", "poly", "gaussian", "bn", "swd", "w2", "coral", "mkmmd")
+METHODS: tuple[str, ...] = losses.METHODS
+"""Every method of nst_jax's registry; the PyTorch frameworks run those with a twin
+(:data:`benchmarks.torch_baseline.METHODS`) and skip the others."""
 FRAMEWORKS = ("jax", "jax_step", "torch_eager", "torch_compile", "torch_step", "jax_bf16", "torch_step_bf16")
 DEFAULT_FRAMEWORKS = ("jax", "jax_step", "torch_eager", "torch_compile", "torch_step")
 TORCH = ("torch_eager", "torch_compile", "torch_step", "torch_step_bf16")
@@ -166,7 +170,7 @@ def jax_side(method: str, params: Any, content: np.ndarray, style: np.ndarray) -
     import jax.numpy as jnp
     import optax
 
-    from nst_jax import image, losses, transfer
+    from nst_jax import image, transfer
 
     s = SETTINGS
     term_params = {"poly": {"c": s["poly_c"], "d": s["poly_d"]},
@@ -460,11 +464,15 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
     results = []
     for mi, method in enumerate(methods):
         side = jax_side(method, params, content, style)
+        method_frameworks = frameworks
+        if method not in tb.METHODS and any(f in TORCH for f in frameworks):
+            log(f"{size}px {method}: no PyTorch twin in benchmarks/torch_baseline.py, so no PyTorch columns")
+            method_frameworks = [f for f in frameworks if f not in TORCH]
         perms = None
-        if method in ("gaussian", "mkmmd", "swd"):
+        if method in ("gaussian", "mkmmd", "swd") and any(f in TORCH for f in method_frameworks):
             perms = [tb.perms_to_torch(p, device) for p in jax_pair_perms(side, args.steps, size)]
         runners: list[Runner] = []
-        if any(f in TORCH for f in frameworks):
+        if any(f in TORCH for f in method_frameworks):
             if not features:
                 if args.torch_layout == "auto":
                     cl, layout_probe = choose_layout(lambda cl, side=side: torch_side(
@@ -476,7 +484,7 @@ def bench_size(size: int, methods: Sequence[str], frameworks: Sequence[str], pth
                 features["net"] = tb.load_features(pth, deepest, SETTINGS["pooling"], device, cl)
                 log(f"{size}px torch layout: {'channels_last' if cl else 'nchw'} {layout_probe}")
             cl = features["cl"]
-        for fw in frameworks:
+        for fw in method_frameworks:
             try:
                 if fw == "jax":
                     runners.append(make_jax_runner(side, args.steps, args.chunk, fw))

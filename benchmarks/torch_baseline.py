@@ -38,9 +38,8 @@ import numpy as np
 import torch
 import torchvision
 
-from nst_jax import vgg
+from nst_jax import losses, vgg
 
-METHODS = ("gram", "linear", "poly", "gaussian", "bn", "swd", "w2", "coral", "mkmmd")
 MKMMD_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -187,23 +186,94 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> tor
     return torch.square(px - _quantiles(torch.sort(y @ p, dim=0).values, x.shape[0])).mean()
 
 
+def _moments_target(term: Term, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"gram": gram(y), "mean": y.mean(0)}
+
+
+def _bn_target(term: Term, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    mu, sd = bn_stats(y)
+    return {"mean": mu, "sd": sd}
+
+
+def _w2_target(term: Term, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    mu, c = covariance(y)
+    return {"mean": mu, "cov_sqrt": _psd_sqrt(c), "trace": torch.trace(c)}
+
+
+def _gram_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    n = x.shape[1]
+    return torch.square(gram(x) - target["gram"]).sum() / (4.0 * n * n)
+
+
+def _linear_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    return torch.square(x.mean(0) - target["mean"]).sum()
+
+
+def _poly_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    return (torch.square(gram(x) - target["gram"]).sum()
+            + 2.0 * term.c * torch.square(x.mean(0) - target["mean"]).sum())
+
+
+def _bn_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    mu, sd = bn_stats(x)
+    return (torch.square(mu - target["mean"]) + torch.square(sd - target["sd"])).mean()
+
+
+def _gaussian_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    y = target["samples"]
+    if perms is None:
+        perms = (torch.randperm(x.shape[0], device=x.device), torch.randperm(y.shape[0], device=y.device))
+    return gaussian_linear_time(x, y, *perms, scales=MKMMD_SCALES if term.method == "mkmmd" else None)
+
+
+def _swd_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    if perms is None:
+        perms = torch.randn(x.shape[1], x.shape[1], device=x.device)
+        perms = perms / perms.norm(dim=0, keepdim=True)
+    return sliced_wasserstein(x, target["samples"], perms)
+
+
+def _w2_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    mu, c = covariance(x)
+    s = target["cov_sqrt"]
+    return (torch.square(mu - target["mean"]).sum() + torch.trace(c) + target["trace"]
+            - 2.0 * _sqrt_trace(s @ c @ s))
+
+
+def _coral_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor], perms: Any) -> torch.Tensor:
+    n = x.shape[1]
+    return torch.square(covariance(x)[1] - target["cov"]).sum() / (4.0 * n * n)
+
+
+def _samples_target(term: Term, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"samples": y}
+
+
+# The twins: per method, its style target and its loss (the twins of the method's target and loss in nst_jax).
+TWINS: dict[str, tuple[Callable[..., dict[str, torch.Tensor]], Callable[..., torch.Tensor]]] = {
+    "gram": (_moments_target, _gram_loss),
+    "linear": (lambda term, y: {"mean": y.mean(0)}, _linear_loss),
+    "poly": (_moments_target, _poly_loss),
+    "bn": (_bn_target, _bn_loss),
+    "w2": (_w2_target, _w2_loss),
+    "coral": (lambda term, y: {"cov": covariance(y)[1]}, _coral_loss),
+    "gaussian": (_samples_target, _gaussian_loss),
+    "mkmmd": (_samples_target, _gaussian_loss),
+    "swd": (_samples_target, _swd_loss),
+}
+METHODS: tuple[str, ...] = tuple(m for m in losses.METHODS if m in TWINS)
+"""The methods of nst_jax's registry that have a PyTorch twin here, in the registry's order."""
+
+
+def _twin(term: Term) -> tuple[Callable[..., dict[str, torch.Tensor]], Callable[..., torch.Tensor]]:
+    if term.method not in TWINS:
+        raise ValueError(f"unknown style method {term.method!r} (no PyTorch twin); known: {', '.join(METHODS)}")
+    return TWINS[term.method]
+
+
 def style_target(term: Term, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Style-side statistics of one layer (computed once): y (M', N) -> tensors."""
-    if term.method in ("gram", "poly"):
-        return {"gram": gram(y), "mean": y.mean(0)}
-    if term.method == "linear":
-        return {"mean": y.mean(0)}
-    if term.method == "bn":
-        mu, sd = bn_stats(y)
-        return {"mean": mu, "sd": sd}
-    if term.method in ("gaussian", "swd", "mkmmd"):
-        return {"samples": y}
-    if term.method == "w2":
-        mu, c = covariance(y)
-        return {"mean": mu, "cov_sqrt": _psd_sqrt(c), "trace": torch.trace(c)}
-    if term.method == "coral":
-        return {"cov": covariance(y)[1]}
-    raise ValueError(f"unknown style method {term.method!r}; known: {', '.join(METHODS)}")
+    return _twin(term)[0](term, y)
 
 
 def style_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor],
@@ -211,36 +281,7 @@ def style_loss(term: Term, x: torch.Tensor, target: Mapping[str, torch.Tensor],
     """One layer's style loss of the generated samples x (M, N); the twin of nst_jax.losses.style_loss.
 
     ``perms``: the Gaussian's and mkmmd's row permutations, or swd's (N, K) directions (drawn here if None)."""
-    if term.method == "gram":
-        n = x.shape[1]
-        return torch.square(gram(x) - target["gram"]).sum() / (4.0 * n * n)
-    if term.method == "linear":
-        return torch.square(x.mean(0) - target["mean"]).sum()
-    if term.method == "poly":
-        return (torch.square(gram(x) - target["gram"]).sum()
-                + 2.0 * term.c * torch.square(x.mean(0) - target["mean"]).sum())
-    if term.method == "bn":
-        mu, sd = bn_stats(x)
-        return (torch.square(mu - target["mean"]) + torch.square(sd - target["sd"])).mean()
-    if term.method in ("gaussian", "mkmmd"):
-        y = target["samples"]
-        if perms is None:
-            perms = (torch.randperm(x.shape[0], device=x.device), torch.randperm(y.shape[0], device=y.device))
-        return gaussian_linear_time(x, y, *perms, scales=MKMMD_SCALES if term.method == "mkmmd" else None)
-    if term.method == "swd":
-        if perms is None:
-            perms = torch.randn(x.shape[1], x.shape[1], device=x.device)
-            perms = perms / perms.norm(dim=0, keepdim=True)
-        return sliced_wasserstein(x, target["samples"], perms)
-    if term.method == "w2":
-        mu, c = covariance(x)
-        s = target["cov_sqrt"]
-        return (torch.square(mu - target["mean"]).sum() + torch.trace(c) + target["trace"]
-                - 2.0 * _sqrt_trace(s @ c @ s))
-    if term.method == "coral":
-        n = x.shape[1]
-        return torch.square(covariance(x)[1] - target["cov"]).sum() / (4.0 * n * n)
-    raise ValueError(f"unknown style method {term.method!r}; known: {', '.join(METHODS)}")
+    return _twin(term)[1](term, x, target, perms)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

@@ -42,8 +42,9 @@ def get_config() -> config_dict.ConfigDict:
     c.strips = 1  # > 1: VGG blocks 1-2 in this many horizontal strips: far less memory for large images
     c.shard_image = False  # one image's rows split over all local devices (nst_jax.shard); not with strips
 
-    # Losses. `kernel`: one method (gram, linear, poly, gaussian, bn, swd, w2, coral, mkmmd), or a fusion
-    # "linear,gaussian" weighted by `kernel_weights`.
+    # Losses. `kernel`: one method (the registry nst_jax.losses.REGISTRY; `python -m nst_jax.main --help` lists
+    # them), or a fusion "linear+gaussian" weighted by `kernel_weights`. The method fields below are read by the
+    # methods that name them (their `config_fields`).
     c.kernel = "gram"  # style method, or a fusion joined by + (e.g. linear+gaussian)
     c.kernel_weights = ""  # empty: 1 for each method
     c.poly_c = 1.0  # poly: k(x, y) = (x.y + c)^d

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import numpy as np
 from absl import flags
 
-from nst_jax import checkpoint, compile_cache, errors, image, job, outputs, report, runner
+from nst_jax import checkpoint, compile_cache, errors, image, job, losses, outputs, report, runner
 from nst_jax import config as cfg_lib
 from nst_jax.errors import UserError
 
@@ -35,8 +35,7 @@ class RunFlag:
 
 
 RUN_FLAGS: tuple[RunFlag, ...] = (
-    RunFlag("kernel", "string", "Style method gram|linear|poly|gaussian|bn|swd|w2|coral|mkmmd, or a fusion such as "
-            "linear+gaussian."),
+    RunFlag("kernel", "string", f"Style method {'|'.join(losses.METHODS)}, or a fusion such as linear+gaussian."),
     RunFlag("kernel_weights", "string", "Fusion weights, one per method in --kernel, e.g. 0.5,0.5."),
     RunFlag("content", "string", "Content image (default: a demo image drawn by the package)."),
     RunFlag("style", "string", "Style image (default: a demo painting drawn by the package)."),
@@ -63,7 +62,7 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
     RunFlag("remat", "bool", "Rematerialise VGG blocks in the backward pass (less memory, more compute)."),
     RunFlag("dtype", "enum:float32|bfloat16", "VGG compute dtype (parameters and losses stay float32)."),
     RunFlag("strips", "integer", "Compute VGG blocks 1-2 in this many horizontal strips: less memory for large "
-            "images, the same result (gram, linear, bn, w2, coral, poly at relu1_1/relu2_1)."),
+            f"images, the same result ({', '.join(cfg_lib.streamable_methods())} at relu1_1/relu2_1)."),
     RunFlag("shard_image", "bool", "Split one image's rows over all local devices (with --multihost: every "
             "process's), its memory and work; the result of one device to float rounding; not with --strips, nor "
             "in batch mode."),

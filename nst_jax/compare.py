@@ -24,7 +24,7 @@ from nst_jax.atomic import write_json, write_text
 from nst_jax.errors import ConfigError, UserError
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-DEFAULT_METHODS = "gram,linear,poly,gaussian,bn,swd,w2,coral,mkmmd,linear+gaussian,bn+poly"
+DEFAULT_METHODS = ",".join([*losses.METHODS, "linear+gaussian", "bn+poly"])  # every method, and the paper's fusions
 COMPARE_RUN_FLAGS = ("content", "style", "size", "steps", "weights", "seed", "content_mask", "style_mask",
                      "mask_fallback")
 

@@ -1,9 +1,11 @@
 """A run config (``configs/default.py``, an ``ml_collections.ConfigDict``) checked and read into typed values.
 
 Every check of a config value lives here and raises :class:`~nst_jax.errors.ConfigError` with one line that
-names the flag. The comma-separated fields (layers, weights, methods) are parsed once, into the hashable
-:class:`~nst_jax.transfer.Problem` and :class:`~nst_jax.transfer.StepSettings` that parametrise the compiled
-step, and the sizes of the images follow from the config here too.
+names the flag, except the style methods' parameters: each method checks its own (``StyleMethod.check``), and
+:func:`check_methods` has every registered method read its fields. The comma-separated fields (layers, weights,
+methods) are parsed once, into the hashable :class:`~nst_jax.transfer.Problem` and
+:class:`~nst_jax.transfer.StepSettings` that parametrise the compiled step, and the sizes of the images follow
+from the config here too.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def check(config: Any) -> None:
         positive_int("size", config.size)
     if config.style_size is not None:
         positive_int("style_size", config.style_size)
-    for name in ("chunk", "log_every", "scales", "block_size", "rff_features"):
+    for name in ("chunk", "log_every", "scales"):
         positive_int(name, config[name])
     for name in ("save_every", "checkpoint_every"):
         positive_int(name, config[name], allow_zero=True)
@@ -106,7 +108,7 @@ def check(config: Any) -> None:
         raise ConfigError(f"--remat={config.remat}: expected true or false")
     one_of("preserve_colors", config.preserve_colors, color.PRESERVE_COLORS)
     floats(config.style_blend, "style_blend")  # the count is checked against the styles given (blend_weights)
-    for name in ("content_weight", "tv_weight", "poly_c"):
+    for name in ("content_weight", "tv_weight"):
         finite(name, config[name])
     style_weight(config)  # a number, or unset with an entry for this --kernel in style_weight_by_kernel
     finite("lr", config.lr)
@@ -115,22 +117,13 @@ def check(config: Any) -> None:
     finite("style_scale", config.style_scale)
     if config.style_scale <= 0:
         raise ConfigError(f"--style_scale={config.style_scale}: must be > 0")
-    if config.gaussian_gamma is not None:
-        finite("gaussian_gamma", config.gaussian_gamma)
     one_of("optimizer", config.optimizer, optimizers.OPTIMIZERS)
     check_official_run(config)
     one_of("balance", config.balance, BALANCES)
     one_of("style_resize", config.style_resize, STYLE_RESIZES)
     if config.pooling not in vgg.POOLINGS:
         raise ConfigError(f"--pooling={config.pooling}: expected max or avg")
-    one_of("gaussian_estimator", config.gaussian_estimator, losses.ESTIMATORS)
-    if config.swd_projections is not None:
-        positive_int("swd_projections", config.swd_projections)
-    scales = floats(config.mkmmd_scales, "mkmmd_scales")
-    if not scales or min(scales) <= 0:
-        raise ConfigError(f"--mkmmd_scales={config.mkmmd_scales}: expected positive numbers, e.g. 0.5,1,2")
-    if not isinstance(config.poly_d, int) or config.poly_d < 1:
-        raise ConfigError(f"--poly_d={config.poly_d}: must be an integer >= 1")
+    check_methods(config)
     for field in ("content_layers", "style_layers"):
         try:
             vgg.check_layers(csv(config[field]))
@@ -157,8 +150,23 @@ def check(config: Any) -> None:
                 raise ConfigError(
                     f"--strips={config.strips}: the {t.name} method ({t.method.describe()}) needs all of "
                     f"{head[0]}'s samples at once; strips work with the methods computed from sums ("
-                    f"{', '.join(n for n, cls in losses.REGISTRY.items() if cls().streamable)}; poly with d=2, "
+                    f"{', '.join(streamable_methods())}; poly with d=2, "
                     f"full or unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+
+
+def streamable_methods() -> list[str]:
+    """The methods computed from sums over positions (so from strips) at their default parameters."""
+    return [name for name, cls in losses.REGISTRY.items() if cls().streamable]
+
+
+def check_methods(config: Any) -> None:
+    """Every registered method's parameters as the config sets them (``config_fields``, checked by the method),
+    whether or not ``--kernel`` uses it: a bad value is refused before any run, in one line naming its field."""
+    for name, cls in losses.REGISTRY.items():
+        try:
+            cls.from_config(config)
+        except ValueError as e:  # a check outside the config's fields (from_config reports those as ConfigError)
+            raise ConfigError(f"style method {name!r}: {str(e).splitlines()[0]}") from None
 
 
 def check_masks(config: Any, terms: Sequence[losses.StyleTerm]) -> None:

@@ -47,7 +47,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nst_jax import transfer
+from nst_jax import job, transfer
 
 MESH_AXIS = "rows"
 
@@ -235,8 +235,6 @@ def _energy(layout: ImageRows, problem: transfer.Problem, params: Any, tgt: Any,
 
 def _chunk(layout: ImageRows, problem: transfer.Problem, settings: transfer.StepSettings, length: int,
            state: transfer.LoopState, params: Any, tgt: Any, scales: Any, key: jax.Array) -> Any:
-    from nst_jax import job  # the report is the run driver's; job imports this module only through runner
-
     def one(st, p, t, s):
         return _stack(job.chunk_report(problem, settings, length, _one(st), p, _one(t), _one(s), key))
     return _wrap(one, layout, state, params, tgt, scales)

@@ -6,7 +6,8 @@
 Each program's flags come from absl's ``--helpxml`` (run in a subprocess, so every program defines its flags
 in its own process, as it does for a user): the program's key flags, with their defaults and help texts. The
 config fields that ``--config.FIELD=VALUE`` sets come from ``configs/default.py``'s assignments and their
-comments. Machine-specific defaults (the cache folder under the home folder) are written with ``~``.
+comments. Machine-specific defaults (the cache folder under the home folder) are written with ``~``, and the
+lists of style methods taken from the registry as a phrase (:func:`registry_free`).
 """
 
 from __future__ import annotations
@@ -57,8 +58,22 @@ def program_flags(module: str) -> list[dict[str, str]]:
         from_config = re.search(r"\s*\[configs/default\.py: (.*)\]$", meaning)
         if from_config:
             meaning, default = meaning[:from_config.start()], from_config.group(1)
-        out.append({"name": name, "type": flag.findtext("type") or "", "default": default, "meaning": meaning})
+        out.append({"name": name, "type": flag.findtext("type") or "", "default": registry_free(default),
+                    "meaning": registry_free(meaning)})
     return sorted(out, key=lambda f: f["name"])
+
+
+def registry_free(text: str) -> str:
+    """``text`` with the lists of style methods that the programs build from the registry written as a phrase, so
+    that this page stays as it is when a method is added as a module (``--help`` lists them)."""
+    sys.path.insert(0, REPO)
+    from nst_jax import config, losses
+
+    for names, phrase in ((losses.METHODS, "every registered method"),
+                          (config.streamable_methods(), "the methods computed from sums")):
+        for sep in ("|", ",", ", "):
+            text = text.replace(sep.join(names), "{" + phrase + "}")
+    return text
 
 
 def config_fields(path: str = os.path.join(REPO, "configs", "default.py")) -> list[tuple[str, str, str]]:

@@ -40,7 +40,7 @@ def test_settings_are_the_default_config():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", bench.METHODS)
+@pytest.mark.parametrize("method", tb.METHODS)  # those with a PyTorch twin
 def test_step0_losses_agree_with_nst_jax(method, setup):
     import jax
     import jax.numpy as jnp

@@ -25,25 +25,44 @@ Y = RNG.normal(size=(22, 4)).astype(np.float32) + 0.5
 
 
 def test_registry_maps_the_kernel_names_to_classes():
-    assert losses.METHODS == ("gram", "linear", "poly", "gaussian", "bn", "swd", "w2", "coral", "mkmmd")
-    assert [losses.REGISTRY[n] for n in losses.METHODS] == [losses.Gram, losses.Linear, losses.Poly,
-                                                            losses.Gaussian, losses.BN, losses.SWD, losses.W2,
-                                                            losses.CORAL, losses.MKMMD]
+    # The built-in families in order (moments, Gaussian kernels, transport), then any method added as a module.
+    assert losses.METHODS[:9] == ("gram", "linear", "poly", "bn", "w2", "coral", "gaussian", "mkmmd", "swd")
+    assert losses.METHODS == tuple(losses.REGISTRY)
+    assert [losses.REGISTRY[n] for n in losses.METHODS[:9]] == [losses.Gram, losses.Linear, losses.Poly, losses.BN,
+                                                                losses.W2, losses.CORAL, losses.Gaussian,
+                                                                losses.MKMMD, losses.SWD]
     for name in losses.METHODS:
         assert losses.get_method(name).name == name
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("Gaussian", {}, "unknown style method 'Gaussian'; known methods: gram, linear, poly, gaussian, bn, swd"),
+    ("Gaussian", {}, "unknown style method 'Gaussian'; known methods: gram, linear, poly, bn, w2, coral"),
     ("poly", {"gamma": 1.0}, "unknown parameter(s) gamma for style method 'poly'; it takes: c, d, estimator"),
     ("gram", {"c": 1.0}, "it takes: none"),
     ("poly", {"estimator": "rff"}, "the rff estimator needs the gaussian kernel"),
-    ("gaussian", {"estimator": "exact"}, "unknown estimator 'exact'"),
+    ("gaussian", {"estimator": "exact"}, "style method 'gaussian': estimator='exact': expected one of full, "),
+    ("poly", {"d": 0}, "style method 'poly': d=0: must be an integer >= 1"),
+    ("mkmmd", {"scales": "1,x"}, "style method 'mkmmd': scales='1,x': expected positive numbers"),
 ])
 def test_bad_names_and_parameters(name, params, message):
     with pytest.raises(ValueError) as e:
         losses.get_method(name, **params)
     assert message in str(e.value)
+
+
+def test_each_method_reads_its_parameters_from_the_config_fields_it_names():
+    config = test_config.get_config()
+    for name, cls in losses.REGISTRY.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for param, field in cls.config_fields.items():
+            assert param in fields and field in config, (name, param, field)
+        method = cls.from_config(config)
+        for param, field in cls.config_fields.items():
+            value = config[field]
+            if param == "scales":  # mkmmd's, written as text in the config
+                value = tuple(float(v) for v in value.split(","))
+            assert getattr(method, param) == value, (name, param)
+    assert losses.Poly.config_fields == {"c": "poly_c", "d": "poly_d"}
 
 
 def test_methods_are_hashable_values_with_their_defaults():
@@ -83,9 +102,7 @@ class MeanAbs(losses.StyleMethod):
     name: ClassVar[str] = "meanabs"
     power: float = 1.0
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(power=float(config.poly_c))
+    config_fields: ClassVar[dict[str, str]] = {"power": "poly_c"}
 
     def target(self, y):
         return {"mean": jnp.mean(y, axis=0)}

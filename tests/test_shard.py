@@ -36,7 +36,7 @@ def report(random_weights):
 def test_every_method_equals_the_single_device_run(report):
     assert report["devices"] == 8
     run = report["all_methods"]
-    # Each method's own style energy is a term of the fusion: all nine, at every logged step and at the end.
+    # Each method's own style energy is a term of the fusion: every method, at every logged step and at the end.
     assert {f"style:{m}" for m in losses.METHODS} <= set(run["history_rel"])
     assert run["steps"] == [0, 1, 2, 3]  # every step, then the final energy
     for name, rel in [*run["history_rel"].items(), *run["final_rel"].items()]:

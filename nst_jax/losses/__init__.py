@@ -8,13 +8,13 @@ theorem 1), so any distance between the two sample distributions can transfer st
 By concern:
 
 * :mod:`~nst_jax.losses.stats`: samples, Gram matrices, BN moments, covariances and CORAL, the content loss,
-  total variation;
+  total variation, the pooled samples of a blend's mixture;
 * :mod:`~nst_jax.losses.mmd`: MMD^2 under the linear, polynomial and Gaussian kernels (one or several
   bandwidths) with four estimators;
 * :mod:`~nst_jax.losses.wasserstein`: sliced Wasserstein, Wasserstein-2 between fitted Gaussians;
-* :mod:`~nst_jax.losses.methods`: the style methods as objects (``gram``, ``linear``, ``poly``, ``gaussian``,
-  ``bn``, ``swd``, ``w2``, ``coral``, ``mkmmd``), each with its target, loss, strip-wise sums, paper constant
-  and blend rule, and their registry;
+* :mod:`~nst_jax.losses.methods`: the style methods as objects, one module per family (moments, Gaussian
+  kernels, transport; every module of that package is registered), each with its parameter checks, target,
+  loss, strip-wise sums, paper constant and blend rule, and their registry (:data:`METHODS`: the names);
 * :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles;
 * :mod:`~nst_jax.losses.weighted`: statistics of weighted samples (one region of an image);
 * :mod:`~nst_jax.losses.regions`: style losses per region (spatial control with masks);
@@ -28,7 +28,6 @@ from nst_jax.losses.fusion import (
     StyleTerm,
     fused_style_loss,
     fused_style_targets,
-    mixture_samples,
     mixture_style_target,
     sample_sums,
     term_names,
@@ -65,6 +64,7 @@ from nst_jax.losses.stats import (
     covariance,
     gram,
     gram_loss,
+    mixture_samples,
     to_samples,
     total_variation,
 )

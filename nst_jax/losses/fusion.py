@@ -12,10 +12,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from nst_jax.losses import methods
-from nst_jax.losses.stats import check_samples
+from nst_jax.losses.stats import check_samples, mixture_weights
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -142,41 +141,6 @@ def sample_sums(
     return out
 
 
-def mixture_weights(ys: Sequence[jax.Array], weights: Sequence[float]) -> list[float]:
-    """The blend weights checked against the styles' samples and normalised to sum 1."""
-    if len(ys) != len(weights) or not ys:
-        raise ValueError(f"{len(ys)} style(s) but {len(weights)} blend weight(s)")
-    for y in ys:
-        check_samples(y, ys[0])
-    w = [float(v) for v in weights]
-    if any(not np.isfinite(v) or v < 0 for v in w) or sum(w) <= 0:
-        raise ValueError(f"blend weights must be non-negative, finite and not all zero, got {weights}")
-    return [v / sum(w) for v in w]
-
-
-def mixture_samples(ys: Sequence[jax.Array], weights: Sequence[float]) -> jax.Array:
-    """Pooled samples of the mixture sum_k w_k P_k of several styles' empirical distributions.
-
-    Style k contributes n_k = round(w_k * s) of its rows, evenly spaced, with s = min over w_k > 0 of
-    M_k / w_k (so no style needs more rows than it has); the pooled rows then weigh each style by w_k.
-    With one non-zero weight the pool is exactly that style's samples.
-
-    Args:
-      ys: (M_k, N) samples per style.
-      weights: non-negative, not all zero (normalised here).
-    Returns:
-      (sum_k n_k, N).
-    """
-    w = mixture_weights(ys, weights)
-    s = min(y.shape[0] / wk for y, wk in zip(ys, w, strict=True) if wk > 0)
-    parts = []
-    for y, wk in zip(ys, w, strict=True):
-        n = min(y.shape[0], int(round(wk * s)))
-        if n > 0:
-            parts.append(y[(np.arange(n) * y.shape[0]) // n])
-    return jnp.concatenate(parts, axis=0)
-
-
 def mixture_style_target(
     method: str | methods.StyleMethod, ys: Sequence[jax.Array], weights: Sequence[float], **params: Any
 ) -> dict[str, jax.Array]:
@@ -186,7 +150,7 @@ def mixture_style_target(
     of distributions. Where a target is made of moments the mixture's are exact: the second moment (gram,
     poly with d = 2 and the full estimator) and the mean (linear, poly) are the w-weighted sums, and for bn the
     mixture's variance is sum_k w_k (sd_k^2 + mu_k^2) - mu^2. Otherwise (gaussian, other poly estimators) the
-    target is built from :func:`mixture_samples` (each method's ``mixture_target``).
+    target is built from :func:`~nst_jax.losses.stats.mixture_samples` (each method's ``mixture_target``).
 
     (The other way to blend, a weighted sum of per-style losses, is not a distribution distance to any single
     target; it pulls toward each style separately.)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nst_jax import kernels
-from nst_jax.losses import draws
+from nst_jax.losses import draws, weighted
 from nst_jax.losses.stats import check_samples, gram, moments
 
 KERNELS: tuple[str, ...] = tuple(kernels.KERNELS)
@@ -139,8 +139,6 @@ def mmd2_linear_time(
     if wx is None:
         x0, x1, y0, y1 = linear_time_pairs(x, y, key)
     else:
-        from nst_jax.losses import weighted  # weighted imports this module
-
         check_samples(x, y)
         pairs = max(1, min(x.shape[0] // 2, y.shape[0] // 2))
         kx, ky = jax.random.split(key)
@@ -266,15 +264,31 @@ def mmd2_pairwise(
     check_mmd_args(kernel, "unbiased" if unbiased else "full", None, kernel_params)
     if kernel == "gaussian" and kernel_params.get("gamma") is None:
         raise ValueError("mmd2_pairwise needs an explicit gamma for the gaussian kernel")
+    return pairwise_mmd2(x, y, kernels.get(kernel), unbiased, block_size, kernel_params)
+
+
+def pairwise_mmd2(x: jax.Array, y: jax.Array, k: kernels.Kernel, unbiased: bool, block_size: int,
+                  params: Mapping[str, Any], kyy: jax.Array | None = None) -> jax.Array:
+    """:func:`mmd2_pairwise` for a kernel function ``k`` with its ``params``, taking the style side's mean
+    kernel value ``kyy`` where it is already known (a style method's target, computed once per run; None:
+    computed here). x (M, N), y (M', N) -> scalar."""
     if unbiased and min(x.shape[0], y.shape[0]) < 2:
         raise ValueError("the unbiased estimator needs at least 2 rows on each side")
-    k = kernels.get(kernel)
-    kxy = kernels.pairwise_sum(k, x, y, block_size, **kernel_params) / float(x.shape[0] * y.shape[0])
-    return (
-        self_mean(k, x, unbiased, block_size, kernel_params)
-        + self_mean(k, y, unbiased, block_size, kernel_params)
-        - 2.0 * kxy
-    )
+    if kyy is None:
+        kyy = self_mean(k, y, unbiased, block_size, params)
+    kxy = kernels.pairwise_sum(k, x, y, block_size, **params) / float(x.shape[0] * y.shape[0])
+    return self_mean(k, x, unbiased, block_size, params) + kyy - 2.0 * kxy
+
+
+def weighted_pairwise_mmd2(x: jax.Array, wx: jax.Array, y: jax.Array, wy: jax.Array, k: kernels.Kernel,
+                           unbiased: bool, block_size: int, params: Mapping[str, Any],
+                           kyy: jax.Array | None = None) -> jax.Array:
+    """:func:`pairwise_mmd2` of weighted samples, x (M, N) with weights wx (M,) and y (M', N) with wy (M',): the
+    weighted V- or U-statistic (:func:`nst_jax.losses.weighted.pairwise_mean`)."""
+    if kyy is None:
+        kyy = weighted.pairwise_mean(k, y, wy, y, wy, block_size, params, unbiased)
+    kxx = weighted.pairwise_mean(k, x, wx, x, wx, block_size, params, unbiased)
+    return kxx + kyy - 2.0 * weighted.pairwise_mean(k, x, wx, y, wy, block_size, params)
 
 
 def poly2_self(x: jax.Array, g: jax.Array, mu: jax.Array, c: float) -> jax.Array:

@@ -1,4 +1,5 @@
-"""Basic statistics of feature samples and the losses built on them alone: Gram, BN moments, content, TV.
+"""Basic statistics of feature samples and the losses built on them alone: Gram, BN moments, content, TV; the
+pooled samples of a mixture of several styles (blends).
 
 One VGG layer's activations of an image, (H, W, N), are M = H*W samples of an N-vector (:func:`to_samples`).
 ``x`` is the generated image's side (the one differentiated), ``y`` the style image's; M and M' may differ.
@@ -6,8 +7,11 @@ One VGG layer's activations of an image, (H, W, N), are M = H*W samples of an N-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def to_samples(features: jax.Array) -> jax.Array:
@@ -164,3 +168,38 @@ def coral(x: jax.Array, y: jax.Array) -> jax.Array:
     """
     check_samples(x, y)
     return coral_term(covariance(x)[1], covariance(y)[1])
+
+
+def mixture_weights(ys: Sequence[jax.Array], weights: Sequence[float]) -> list[float]:
+    """The blend weights checked against the styles' samples and normalised to sum 1."""
+    if len(ys) != len(weights) or not ys:
+        raise ValueError(f"{len(ys)} style(s) but {len(weights)} blend weight(s)")
+    for y in ys:
+        check_samples(y, ys[0])
+    w = [float(v) for v in weights]
+    if any(not np.isfinite(v) or v < 0 for v in w) or sum(w) <= 0:
+        raise ValueError(f"blend weights must be non-negative, finite and not all zero, got {weights}")
+    return [v / sum(w) for v in w]
+
+
+def mixture_samples(ys: Sequence[jax.Array], weights: Sequence[float]) -> jax.Array:
+    """Pooled samples of the mixture sum_k w_k P_k of several styles' empirical distributions.
+
+    Style k contributes n_k = round(w_k * s) of its rows, evenly spaced, with s = min over w_k > 0 of
+    M_k / w_k (so no style needs more rows than it has); the pooled rows then weigh each style by w_k.
+    With one non-zero weight the pool is exactly that style's samples.
+
+    Args:
+      ys: (M_k, N) samples per style.
+      weights: non-negative, not all zero (normalised here).
+    Returns:
+      (sum_k n_k, N).
+    """
+    w = mixture_weights(ys, weights)
+    s = min(y.shape[0] / wk for y, wk in zip(ys, w, strict=True) if wk > 0)
+    parts = []
+    for y, wk in zip(ys, w, strict=True):
+        n = min(y.shape[0], int(round(wk * s)))
+        if n > 0:
+            parts.append(y[(np.arange(n) * y.shape[0]) // n])
+    return jnp.concatenate(parts, axis=0)

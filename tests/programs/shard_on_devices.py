@@ -62,7 +62,7 @@ def compare(name: str, **fields) -> None:
     }
 
 
-# The fusion without the balance (its nine gradient norms would compile nine backward passes); the balance's
+# The fusion without the balance (a gradient norm per method would compile a backward pass each); the balance's
 # sharded path runs with L-BFGS.
 compare("all_methods", kernel=",".join(losses.METHODS), balance="none")
 compare("lbfgs", kernel="gram", optimizer="lbfgs", chunk=3)
