@@ -239,13 +239,14 @@ def run_round(
     placement = job_lib.Placement(Mesh(np.asarray(devices), (MESH_AXIS,)))
     steps = int(cfg.steps)
     shown = f"{label}{': ' if label else ''}{items[0].job.name}" + (f" (+{n_real - 1} more)" if n_real > 1 else "")
+    estimates = job_lib.estimated_terms(problem)  # the same for every chunk of the round
 
     def after_chunk(c: job_lib.Chunk) -> bool:
         if progress is not None:
             first = c.trackers[0]
             progress(job_lib.Progress(first.step, steps, first.latest(), first.step / max(c.elapsed_s, 1e-9),
                                       label=shown, size=tuple(items[0].inputs.content.shape[:2]),
-                                      estimates=job_lib.estimated_terms(problem)))
+                                      estimates=estimates))
         return should_stop is not None and should_stop()
 
     results = job_lib.run(problem, cfg_lib.step_settings(cfg, weights.source),

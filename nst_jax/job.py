@@ -266,11 +266,11 @@ class Chunk:
 def estimated_terms(problem: transfer.Problem) -> tuple[str, ...]:
     """The energy terms that are unbiased estimates (a style method's :attr:`unbiased_estimate`): they, and the
     style and total energies that add them, can be negative, which a display and the record say."""
+    if not any(t.method.unbiased_estimate for t in problem.terms):
+        return ()
     names = losses.term_names(problem.terms)
     fused = [f"style:{n}" for n, t in zip(names, problem.terms, strict=True)
              if len(problem.terms) > 1 and t.method.unbiased_estimate]
-    if not any(t.method.unbiased_estimate for t in problem.terms):
-        return ()
     return ("total", "style", *fused, *(f"style@{r}" for r in problem.regions))
 
 

@@ -301,6 +301,8 @@ def _run_scale(
         return job.Resumed(saved.carry, jax.random.wrap_key_data(jnp.asarray(saved.key)),
                            saved.factors, saved.history, saved.run_s)
 
+    estimates = job.estimated_terms(problem)  # the same for every chunk of the run
+
     def after_chunk(c: job.Chunk) -> bool:
         tracker, state, steps = c.trackers[0], c.state, int(config.steps)
         step, stopped = tracker.step, bool(state.stopped)
@@ -309,7 +311,7 @@ def _run_scale(
             progress(job.Progress(step, steps, tracker.latest(), (step - c.start_step) / max(c.elapsed_s, 1e-9),
                                   c.start_step, scale, scales, hw,
                                   f"scale {scale + 1}/{scales}, {hw[1]}x{hw[0]}" if scales > 1 else "",
-                                  job.estimated_terms(problem)))
+                                  estimates))
         if snapshot is not None and config.save_every and step % config.save_every == 0 and step < steps:
             snapshot(step, job.to_rgb(tracker.last_finite, weights.source))
         if on_image is not None:
