@@ -2,8 +2,8 @@
 
 A kernel is a pure function of two vectors ``a``, ``b`` of shape (N,) (one spatial position's N channel
 activations each) returning a scalar. :func:`matrix`, :func:`rowwise` and :func:`pairwise_sum` lift it to
-sample matrices with ``jax.vmap``; :func:`pairwise_sum` tiles the rows so that memory stays
-O(block_size x M') however many samples there are.
+sample matrices with ``jax.vmap``; :func:`pairwise_sum` tiles the rows (:func:`tiled_sum`, the one tiling
+mechanism) so that memory stays O(block_size x M') however many samples there are.
 
 Reference: Li, Wang, Liu, Hou, "Demystifying Neural Style Transfer", IJCAI 2017, section 3 (MMD kernels).
 """
@@ -90,6 +90,43 @@ def rowwise(kernel: Kernel, a: jax.Array, b: jax.Array, **params: Any) -> jax.Ar
     return jax.vmap(lambda u, v: kernel(u, v, **params))(a, b)
 
 
+def tiled_sum(
+    block_sum: Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array],
+    z: jax.Array,
+    block_size: int,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """sum over the row blocks of z of ``block_sum(zb, rows, wb)``, with O(block_size) rows in memory at once.
+
+    The rows of z (M, N) are padded with zeros to a multiple of ``block_size`` (capped at M, so small inputs
+    are not padded to a large block) and cut into blocks; ``lax.map`` walks them. ``block_sum`` gets a block zb
+    (bs, N), its row indices ``rows`` (bs,) (>= M on padding rows, which it must leave out) and, with
+    ``weights`` (M,), the block's weights wb (bs,) (0 on padding rows), else None. Each block is under
+    ``jax.checkpoint`` so that reverse mode recomputes a block's intermediates rather than storing them for
+    every block. The one mechanism behind the pairwise kernel sums and the random-feature means.
+
+    Returns:
+      The sum of the blocks' results (any shape ``block_sum`` returns).
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    m, n = z.shape
+    bs = min(block_size, m)
+    nb = -(-m // bs)
+    blocks = jnp.pad(z, ((0, nb * bs - m), (0, 0))).reshape(nb, bs, n)
+    starts = jnp.arange(nb) * bs
+    weight_blocks = None if weights is None else jnp.pad(weights, (0, nb * bs - m)).reshape(nb, bs)
+
+    @jax.checkpoint
+    def one(args: tuple[jax.Array, jax.Array, jax.Array | None]) -> jax.Array:
+        zb, start, wb = args
+        return block_sum(zb, start + jnp.arange(bs), wb)
+
+    if nb == 1:  # one block: no loop to compile
+        return one((blocks[0], starts[0], None if weight_blocks is None else weight_blocks[0]))
+    return jnp.sum(lax.map(one, (blocks, starts, weight_blocks)), axis=0)
+
+
 def pairwise_sum(
     kernel: Kernel,
     x: jax.Array,
@@ -104,69 +141,39 @@ def pairwise_sum(
     """sum_{i, j} k(x_i, y_j) over all pairs, without an M x M' matrix; with ``row_weights`` (M,) and
     ``col_weights`` (M',), sum_{i, j} row_weights_i col_weights_j k(x_i, y_j) (weighted samples, both given).
 
-    The rows of ``x`` are padded with zeros to a multiple of ``block_size`` and cut into blocks; ``lax.map``
-    walks the blocks, and inside one the vmapped kernel gives a (block_size, M') tile that is masked (padding
-    rows, and the diagonal if asked) and summed. Each block is under ``jax.checkpoint`` so that reverse mode
-    recomputes its tile rather than storing one tile per block (which would be the M x M' matrix again).
-    Memory: O(block_size x M') forward and backward. Time: O(M M' N).
+    Tiled over the rows of x (:func:`tiled_sum`): each block gives a (block_size, M') tile of the vmapped
+    kernel that is masked (padding rows, and the diagonal if asked) or weighted and summed. Memory:
+    O(block_size x M') forward and backward. Time: O(M M' N).
 
     Args:
       kernel: a vector kernel such as :func:`gaussian`.
       x: (M, N).
       y: (M', N).
-      block_size: rows of ``x`` per tile (capped at M, so small inputs are not padded to a large block).
+      block_size: rows of ``x`` per tile.
       exclude_diagonal: leave out the i == j terms (the U-statistic); needs x and y of the same shape and
         means "x and y are the same sample".
-      row_weights, col_weights: per-sample weights of x and y (:mod:`nst_jax.losses.weighted`), or None.
+      row_weights, col_weights: per-sample weights of x and y (:mod:`nst_jax.losses.stats`), or None.
       **params: the kernel's keyword parameters (``c``, ``d``, ``gamma``).
 
     Returns:
       A scalar with x's dtype.
     """
     _check(x, y)
-    if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
-    m, n = x.shape
+    m = x.shape[0]
     if exclude_diagonal and x.shape != y.shape:
         raise ValueError(f"exclude_diagonal needs x and y of the same shape, got {x.shape} and {y.shape}")
-    bs = min(block_size, m)
-    nb = -(-m // bs)
-    blocks = jnp.pad(x, ((0, nb * bs - m), (0, 0))).reshape(nb, bs, n)
-    starts = jnp.arange(nb) * bs
     cols = jnp.arange(y.shape[0])
     tile = jax.vmap(jax.vmap(lambda a, b: kernel(a, b, **params), (None, 0)), (0, None))
-    if row_weights is not None:
-        return _weighted_pairwise_sum(tile, blocks, starts, bs, cols, exclude_diagonal, y,
-                                      jnp.pad(row_weights, (0, nb * bs - m)).reshape(nb, bs), col_weights)
 
-    @jax.checkpoint
-    def block_sum(args: tuple[jax.Array, jax.Array]) -> jax.Array:
-        xb, start = args
-        rows = start + jnp.arange(bs)
-        keep = rows[:, None] < m
+    def block_sum(xb: jax.Array, rows: jax.Array, wb: jax.Array | None) -> jax.Array:
+        if wb is None:
+            keep = rows[:, None] < m
+            if exclude_diagonal:
+                keep = keep & (rows[:, None] != cols[None, :])
+            return jnp.sum(jnp.where(keep, tile(xb, y), 0.0))
+        weighted = tile(xb, y) * wb[:, None] * col_weights[None, :]  # padding rows have weight 0
         if exclude_diagonal:
-            keep = keep & (rows[:, None] != cols[None, :])
-        return jnp.sum(jnp.where(keep, tile(xb, y), 0.0))
-
-    if nb == 1:  # one tile: no loop to compile
-        return block_sum((blocks[0], starts[0]))
-    return jnp.sum(lax.map(block_sum, (blocks, starts)))
-
-
-def _weighted_pairwise_sum(tile: Any, blocks: jax.Array, starts: jax.Array, bs: int, cols: jax.Array,
-                           exclude_diagonal: bool, y: jax.Array, row_blocks: jax.Array, col_weights: jax.Array
-                           ) -> jax.Array:
-    """:func:`pairwise_sum` with each tile multiplied by the outer product of its rows' and columns' weights
-    (padding rows have weight 0)."""
-
-    @jax.checkpoint
-    def block_sum(args: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
-        xb, wb, start = args
-        weighted = tile(xb, y) * wb[:, None] * col_weights[None, :]
-        if exclude_diagonal:
-            weighted = jnp.where((start + jnp.arange(bs))[:, None] != cols[None, :], weighted, 0.0)
+            weighted = jnp.where(rows[:, None] != cols[None, :], weighted, 0.0)
         return jnp.sum(weighted)
 
-    if blocks.shape[0] == 1:
-        return block_sum((blocks[0], row_blocks[0], starts[0]))
-    return jnp.sum(lax.map(block_sum, (blocks, row_blocks, starts)))
+    return tiled_sum(block_sum, x, block_size, row_weights)

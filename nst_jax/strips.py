@@ -157,7 +157,7 @@ def forward(
                 w = lax.dynamic_slice_in_dim(padded_regions[name], i * rows, rows, axis=1).reshape(
                     padded_regions[name].shape[0], -1) * weights[None, :]
                 sums[name] = jax.vmap(lambda t, wr, f=f, terms=terms: losses.sample_sums(
-                    terms, losses.to_samples(f), t, wr, weighted=True))(list(targets), w)
+                    terms, losses.to_samples(f), t, wr))(list(targets), w)
             else:
                 sums[name] = losses.sample_sums(terms, losses.to_samples(f), targets, weights)
         return (interior(HEAD_END) if keep_end else None), content, sums

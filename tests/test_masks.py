@@ -15,7 +15,7 @@ from PIL import Image
 from configs import test as test_config
 from nst_jax import cli, image, kernels, losses, masks, runner, transfer, weights
 from nst_jax.errors import ConfigError, ImageError, UserError
-from nst_jax.losses import weighted
+from nst_jax.losses import mmd, stats
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(40, 5)).astype(np.float32)
@@ -58,27 +58,37 @@ def gauss(gamma):
 class TestWeightedStatistics:
     def test_gram_mean_std_covariance(self):
         x, w = jnp.asarray(X), jnp.asarray(WX)
-        np.testing.assert_allclose(weighted.gram(x, w), np_wgram(X, WX), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(weighted.mean(x, w), np_wmean(X, WX), rtol=1e-5, atol=1e-6)
-        mu, sd = weighted.bn_stats(x, w)
+        np.testing.assert_allclose(stats.gram(x, w), np_wgram(X, WX), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats.mean(x, w), np_wmean(X, WX), rtol=1e-5, atol=1e-6)
+        mu, sd = stats.bn_stats(x, w)
         np.testing.assert_allclose(sd, np.sqrt(np.diag(np_wcov(X, WX))), rtol=1e-5)
-        np.testing.assert_allclose(weighted.covariance(x, w)[1], np_wcov(X, WX), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(stats.covariance(x, w)[1], np_wcov(X, WX), rtol=1e-4, atol=1e-6)
 
     def test_all_ones_is_the_unweighted_statistic(self):
         x, ones = jnp.asarray(X), jnp.ones(40)
-        np.testing.assert_allclose(weighted.gram(x, ones), losses.gram(x), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(weighted.bn_stats(x, ones)[1], losses.bn_stats(x)[1], rtol=1e-5)
+        np.testing.assert_allclose(stats.gram(x, ones), losses.gram(x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats.bn_stats(x, ones)[1], losses.bn_stats(x)[1], rtol=1e-5)
+        np.testing.assert_allclose(mmd.pooled_gamma(x, jnp.asarray(Y), ones, jnp.ones(36)),
+                                   mmd.pooled_gamma(x, jnp.asarray(Y)), rtol=1e-5)
+
+    def test_pooled_bandwidth_counts_each_pair_by_its_weights(self):
+        z, wz = np.concatenate([X, Y]).astype(np.float64), np.concatenate([WX, WY]).astype(np.float64)
+        d2 = np.sum((z[:, None] - z[None]) ** 2, axis=-1)
+        pair = np.outer(wz, wz) * (1 - np.eye(len(z)))
+        want = 1.0 / (np.sum(pair * d2) / np.sum(pair))
+        got = mmd.pooled_gamma(jnp.asarray(X), jnp.asarray(Y), jnp.asarray(WX), jnp.asarray(WY))
+        np.testing.assert_allclose(got, want, rtol=1e-4)
 
     @pytest.mark.parametrize("exclude", [False, True])
     def test_pairwise_mean(self, exclude):
-        got = weighted.pairwise_mean(kernels.gaussian, jnp.asarray(X), jnp.asarray(WX), jnp.asarray(X),
-                                     jnp.asarray(WX), 16, {"gamma": 0.1}, exclude)
+        got = mmd.pairwise_mean(kernels.gaussian, jnp.asarray(X), jnp.asarray(X), 16, {"gamma": 0.1}, exclude,
+                                jnp.asarray(WX), jnp.asarray(WX))
         np.testing.assert_allclose(got, np_kernel_mean(gauss(0.1), X, WX, X, WX, exclude), rtol=1e-5)
 
     def test_poly_unbiased_correction(self):
         x, w = jnp.asarray(X), jnp.asarray(WX)
-        g, mu = weighted.gram(x, w), weighted.mean(x, w)
-        got = weighted.poly2_self(jnp.sum(x * x, axis=1), w, g, mu, 1.0)
+        g, mu = stats.gram(x, w), stats.mean(x, w)
+        got = mmd.poly2_self(x, g, mu, 1.0, w)
 
         def k(a, b):
             return (a @ b + 1.0) ** 2
@@ -114,8 +124,9 @@ SUBSET_X = np.arange(40) % 3 != 0  # 26 rows
 SUBSET_Y = np.arange(36) % 4 != 0  # 27 rows
 DETERMINISTIC = [losses.Gram(), losses.Linear(), losses.Poly(), losses.Poly(estimator="unbiased"),
                  losses.Poly(d=3, block_size=16), losses.Gaussian(gamma=0.05, estimator="full", block_size=16),
-                 losses.Gaussian(gamma=0.05, estimator="unbiased", block_size=16), losses.BN(), losses.W2(),
-                 losses.CORAL()]
+                 losses.Gaussian(gamma=0.05, estimator="unbiased", block_size=16),
+                 losses.Gaussian(estimator="full", block_size=16), losses.MKMMD(estimator="full", block_size=16),
+                 losses.BN(), losses.W2(), losses.CORAL()]
 
 
 @pytest.mark.parametrize("method", DETERMINISTIC, ids=repr)
@@ -146,7 +157,7 @@ def test_weighted_sums_add_up_to_the_weighted_loss(method):
     """--strips: a region's weighted sums over two parts of the rows give the region's loss."""
     x, wx = jnp.asarray(X), jnp.asarray(WX)
     target = method.target(jnp.asarray(Y), weights=jnp.asarray(WY))
-    parts = [method.sums(x[s], target, wx[s], weighted=True) for s in (slice(0, 17), slice(17, 40))]
+    parts = [method.sums(x[s], target, wx[s]) for s in (slice(0, 17), slice(17, 40))]
     sums = jax.tree.map(lambda a, b: a + b, *parts)
     got = method.loss_from_sums(losses.SampleSums(sums, jnp.sum(wx)), target)
     np.testing.assert_allclose(got, method.loss(x, target, weights=wx), rtol=2e-4)

@@ -8,7 +8,9 @@ theorem 1), so any distance between the two sample distributions can transfer st
 By concern:
 
 * :mod:`~nst_jax.losses.stats`: samples, Gram matrices, BN moments, covariances and CORAL, the content loss,
-  total variation, the pooled samples of a blend's mixture;
+  total variation, the pooled samples of a blend's mixture; every statistic of :mod:`~nst_jax.losses.stats`,
+  :mod:`~nst_jax.losses.mmd` and :mod:`~nst_jax.losses.wasserstein` takes optional sample weights (one region of
+  an image; none: uniform), so each method has one code path;
 * :mod:`~nst_jax.losses.mmd`: MMD^2 under the linear, polynomial and Gaussian kernels (one or several
   bandwidths) with four estimators;
 * :mod:`~nst_jax.losses.wasserstein`: sliced Wasserstein, Wasserstein-2 between fitted Gaussians;
@@ -16,7 +18,6 @@ By concern:
   kernels, transport; every module of that package is registered), each with its parameter checks, target,
   loss, strip-wise sums, paper constant and blend rule, and their registry (:data:`METHODS`: the names);
 * :mod:`~nst_jax.losses.fusion`: fusions over methods and layers, mixtures of several styles;
-* :mod:`~nst_jax.losses.weighted`: statistics of weighted samples (one region of an image);
 * :mod:`~nst_jax.losses.regions`: style losses per region (spatial control with masks);
 * :mod:`~nst_jax.losses.draws`: the random permutations of the linear-time estimator, drawn once for a chunk of
   unrolled steps.

@@ -20,7 +20,7 @@ term, int32, 6 x 2 x 1 MB for relu1_1 at 512 px with the CPU's 5-step chunk, bes
 samples.
 
 Not for draws under ``jax.vmap`` (a batched key): none of the linear-time estimator's callers does that
-(weighted samples draw with :func:`nst_jax.losses.weighted.sample_pairs` instead).
+(weighted samples draw in proportion to their weights instead, :func:`nst_jax.losses.mmd.linear_time_pairs`).
 """
 
 from __future__ import annotations

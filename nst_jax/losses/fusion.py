@@ -115,15 +115,14 @@ def fused_style_loss(
 
 def sample_sums(
     terms: Sequence[StyleTerm], x: jax.Array, targets: Sequence[Mapping[str, jax.Array]], weights: jax.Array,
-    *, weighted: bool = False,
 ) -> dict[str, jax.Array]:
     """The sums over the rows of x that every (streamable) term's loss needs.
 
     Args:
       terms: the style terms of a layer, each streamable.
       x: (M, N) samples (one strip of a layer); targets: that layer's target per term.
-      weights: (M,) 1 for rows inside the image, 0 for padding rows (whose x is 0); with ``weighted``, general
-        sample weights (one region of a masked run, 0 on padding rows) by which every sum is weighted.
+      weights: (M,) the rows' sample weights, by which every sum is weighted: 1 for rows inside the image and
+        0 for padding rows (whose x is 0), or one region's weights in a masked run (0 on padding rows).
 
     Returns:
       The union of the terms' :meth:`~nst_jax.losses.methods.StyleMethod.sums`: ``xx`` (N, N) = x^T x;
@@ -136,8 +135,7 @@ def sample_sums(
     for term, target in zip(terms, targets, strict=True):
         if not term.method.streamable:
             raise ValueError(f"style method {term.name!r} with {term.params} needs all samples at once")
-        out.update(term.method.sums(x, target, weights, weighted=True) if weighted
-                   else term.method.sums(x, target, weights))
+        out.update(term.method.sums(x, target, weights))
     return out
 
 

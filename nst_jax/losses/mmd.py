@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from nst_jax import kernels
-from nst_jax.losses import draws, weighted
-from nst_jax.losses.stats import check_samples, gram, moments
+from nst_jax.losses import draws
+from nst_jax.losses.stats import check_samples, check_weights, gram, moments, probabilities, weight_totals
 
 KERNELS: tuple[str, ...] = tuple(kernels.KERNELS)
 """Kernel names accepted by :func:`mmd2`: ``"linear"``, ``"poly"``, ``"gaussian"``."""
@@ -38,26 +38,33 @@ def safe_inverse(mean_sq: jax.Array) -> jax.Array:
     return jnp.where(pos, 1.0 / jnp.where(pos, mean_sq, 1.0), 1.0)
 
 
-def pooled_gamma_from_moments(
-    mu_x: jax.Array, ss_x: jax.Array, m: int, mu_y: jax.Array, ss_y: jax.Array, m2: int
-) -> jax.Array:
-    # Pooled sample z of P = M + M' rows: sum_{i,j} ||z_i - z_j||^2 = 2 P sum_i ||z_i - mean z||^2, and the
-    # pooled centred sum of squares is ss_x + ss_y + (M M' / P) ||mu_x - mu_y||^2 (parallel-variance formula,
-    # stable in float32 where 2 mean||z||^2 - 2 ||mean z||^2 would cancel). Mean over the P (P - 1) ordered
-    # pairs with i != j: 2 ss / (P - 1).
-    p = m + m2
-    ss = ss_x + ss_y + (m * m2 / p) * jnp.sum(jnp.square(mu_x - mu_y))
-    return lax.stop_gradient(safe_inverse(2.0 * ss / (p - 1)))
+def pooled_gamma_from_moments(side_x: Sequence[Any], side_y: Sequence[Any]) -> jax.Array:
+    """The paper's bandwidth rule from each side's mean, centred sum of squares (:func:`nst_jax.losses.stats.moments`),
+    W = sum w_i and sum w_i^2 (:func:`nst_jax.losses.stats.weight_totals`; unweighted samples have all weights
+    1), under ``stop_gradient``.
+
+    Pooled sample z of P = W_x + W_y (weighted) rows: sum_{i,j} w_i w_j ||z_i - z_j||^2 = 2 P ss, with the pooled
+    centred sum of squares ss = ss_x + ss_y + (W_x W_y / P) ||mu_x - mu_y||^2 (the parallel-variance formula,
+    stable in float32 where 2 mean||z||^2 - 2 ||mean z||^2 would cancel). The mean over the pairs i != j (a
+    point paired with itself is no pair) divides it by P^2 - sum_i w_i^2, which is P (P - 1) for unit weights.
+    """
+    mu_x, ss_x, wx, sx = side_x
+    mu_y, ss_y, wy, sy = side_y
+    p = wx + wy
+    ss = ss_x + ss_y + (wx * wy / p) * jnp.sum(jnp.square(mu_x - mu_y))
+    return lax.stop_gradient(safe_inverse(2.0 * ss / ((p * p - (sx + sy)) / p)))
 
 
-def pooled_gamma(x: jax.Array, y: jax.Array) -> jax.Array:
+def pooled_gamma(x: jax.Array, y: jax.Array, wx: jax.Array | None = None, wy: jax.Array | None = None
+                 ) -> jax.Array:
     """The paper's bandwidth rule over all pairs: gamma = 1 / mean ||z_i - z_j||^2, under ``stop_gradient``.
 
     The mean runs over all ordered pairs i != j of the pooled sample z = [x; y] (a point paired with itself is
-    no pair, and the paired estimator never draws one). Closed form through means and centred sums of
-    squares: O((M + M') N), no pair is formed. Used by the ``full``, ``unbiased`` and ``rff`` estimators;
-    the ``linear`` estimator uses its own sampled pairs, as the official code does. If all samples are equal
-    the mean is 0 and gamma is 1 (every kernel value is 1 whatever gamma is).
+    no pair, and the paired estimator never draws one); with sample weights wx (M,), wy (M',) (both or
+    neither) each pair counts w_i w_j. Closed form through means and centred sums of squares
+    (:func:`pooled_gamma_from_moments`): O((M + M') N), no pair is formed. Used by the ``full``, ``unbiased``
+    and ``rff`` estimators; the ``linear`` estimator uses its own sampled pairs, as the official code does. If
+    all samples are equal the mean is 0 and gamma is 1 (every kernel value is 1 whatever gamma is).
 
     Args:
       x: (M, N); y: (M', N).
@@ -66,9 +73,8 @@ def pooled_gamma(x: jax.Array, y: jax.Array) -> jax.Array:
       gamma, a scalar, for k(a, b) = exp(-gamma ||a - b||^2).
     """
     check_samples(x, y)
-    mu_x, ss_x = moments(x)
-    mu_y, ss_y = moments(y)
-    return pooled_gamma_from_moments(mu_x, ss_x, x.shape[0], mu_y, ss_y, y.shape[0])
+    return pooled_gamma_from_moments((*moments(x, wx), *weight_totals(x, wx)),
+                                     (*moments(y, wy), *weight_totals(y, wy)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -101,20 +107,31 @@ def is_two(d: Any) -> bool:
 
 
 def linear_time_pairs(
-    x: jax.Array, y: jax.Array, key: jax.Array
+    x: jax.Array, y: jax.Array, key: jax.Array, wx: jax.Array | None = None, wy: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """The paired samples of the linear-time estimator: (x0, x1, y0, y1), each (K, N).
 
     The rows of x and of y are shuffled by independent permutations drawn from ``key``, cut to the first 2K
     rows with K = min(M // 2, M' // 2) (the official code, where M == M', drops the last row when M is odd),
     and paired consecutively: x0 = x[0::2], x1 = x[1::2], likewise for y.
+
+    With sample weights wx (M,), wy (M',) (both or neither), the 2K rows of each side are drawn independently
+    in proportion to the weights, with replacement: E k(x0_k, x1_k) is then the weighted V-statistic
+    sum_ij p_i p_j k(x_i, x_j), so the paired estimator's mean is the weighted full estimator.
     """
     check_samples(x, y)
     pairs = min(x.shape[0] // 2, y.shape[0] // 2)
+    kx, ky = jax.random.split(key)
+    if wx is not None:
+        def drawn(z: jax.Array, w: jax.Array, k: jax.Array) -> jax.Array:
+            check_weights(z, w)
+            return jnp.take(z, jax.random.choice(k, z.shape[0], (2 * max(pairs, 1),), p=probabilities(w)), axis=0)
+
+        xs, ys = drawn(x, wx, kx), drawn(y, wy, ky)
+        return xs[0::2], xs[1::2], ys[0::2], ys[1::2]
     if pairs == 0:
         raise ValueError(f"the linear estimator needs at least 2 rows on each side, got M={x.shape[0]}, "
                          f"M'={y.shape[0]}")
-    kx, ky = jax.random.split(key)
 
     def shuffled(z: jax.Array, k: jax.Array) -> jax.Array:
         # A permutation's entries are in range and distinct: no out-of-range masking in the gather or in its
@@ -133,16 +150,9 @@ def mmd2_linear_time(
     """The paired estimator over :func:`linear_time_pairs`; a Gaussian with ``gamma`` None takes the official
     bandwidth rule of this draw's pairs, times each of ``gamma_scales`` if given (several bandwidths).
 
-    With sample weights ``wx``, ``wy`` (both or neither), the same number of pairs drawn on each side in
-    proportion to the weights (:func:`nst_jax.losses.weighted.sample_pairs`): an estimate of the weighted
-    full MMD^2."""
-    if wx is None:
-        x0, x1, y0, y1 = linear_time_pairs(x, y, key)
-    else:
-        check_samples(x, y)
-        pairs = max(1, min(x.shape[0] // 2, y.shape[0] // 2))
-        kx, ky = jax.random.split(key)
-        (x0, x1), (y0, y1) = weighted.sample_pairs(x, wx, kx, pairs), weighted.sample_pairs(y, wy, ky, pairs)
+    With sample weights ``wx``, ``wy`` (both or neither), the pairs drawn in proportion to the weights
+    (:func:`linear_time_pairs`): an estimate of the weighted full MMD^2."""
+    x0, x1, y0, y1 = linear_time_pairs(x, y, key, wx, wy)
     params = dict(params)
     if kernel == "gaussian" and params.get("gamma") is None:
         # The official rule: 1 / mean squared distance over the 4K sampled pairs of this draw.
@@ -162,44 +172,23 @@ def mmd2_linear_time(
 
 
 def rff_mean(z: jax.Array, w: jax.Array, block_size: int, weights: jax.Array | None = None) -> jax.Array:
-    """Mean random Fourier feature of the rows of z: (M, N), w (N, D) -> (2D,), tiled over rows; with
-    ``weights`` (M,), the weighted mean sum_i weights_i phi(z_i) / sum_i weights_i."""
-    m, n = z.shape
-    d = w.shape[1]
-    bs = min(block_size, m)
-    nb = -(-m // bs)
-    blocks = jnp.pad(z, ((0, nb * bs - m), (0, 0))).reshape(nb, bs, n)
-    starts = jnp.arange(nb) * bs
-    if weights is not None:
-        return _weighted_rff_mean(blocks, jnp.pad(weights, (0, nb * bs - m)).reshape(nb, bs), w) / jnp.sum(weights)
+    """Mean random Fourier feature of the rows of z: (M, N), w (N, D) -> (2D,), tiled over rows
+    (:func:`nst_jax.kernels.tiled_sum`); with ``weights`` (M,), the weighted mean sum_i weights_i phi(z_i) /
+    sum_i weights_i."""
+    m = z.shape[0]
 
-    @jax.checkpoint
-    def block_sum(args: tuple[jax.Array, jax.Array]) -> jax.Array:
-        zb, start = args
-        keep = (start + jnp.arange(bs) < m)[:, None]
+    def block_sum(zb: jax.Array, rows: jax.Array, wb: jax.Array | None) -> jax.Array:
         proj = zb @ w
-        return jnp.concatenate([jnp.sum(jnp.where(keep, jnp.cos(proj), 0.0), 0),
-                                jnp.sum(jnp.where(keep, jnp.sin(proj), 0.0), 0)])
-
-    if nb == 1:  # one tile: no loop to compile
-        sums = block_sum((blocks[0], starts[0]))
-    else:
-        sums = jnp.sum(lax.map(block_sum, (blocks, starts)), axis=0)
-    return sums / (float(m) * d**0.5)
-
-
-def _weighted_rff_mean(blocks: jax.Array, weight_blocks: jax.Array, w: jax.Array) -> jax.Array:
-    """sum_i weights_i phi(z_i) * sqrt(D) over row blocks (nb, bs, N) with their weights (nb, bs)."""
-
-    @jax.checkpoint
-    def block_sum(args: tuple[jax.Array, jax.Array]) -> jax.Array:
-        zb, wb = args
-        proj = zb @ w
+        if wb is None:
+            keep = (rows < m)[:, None]
+            return jnp.concatenate([jnp.sum(jnp.where(keep, jnp.cos(proj), 0.0), 0),
+                                    jnp.sum(jnp.where(keep, jnp.sin(proj), 0.0), 0)])
         return jnp.concatenate([wb @ jnp.cos(proj), wb @ jnp.sin(proj)])
 
-    if blocks.shape[0] == 1:
-        return block_sum((blocks[0], weight_blocks[0])) / w.shape[1] ** 0.5
-    return jnp.sum(lax.map(block_sum, (blocks, weight_blocks)), axis=0) / w.shape[1] ** 0.5
+    sums = kernels.tiled_sum(block_sum, z, block_size, weights)
+    if weights is None:
+        return sums / (float(m) * w.shape[1] ** 0.5)
+    return sums / w.shape[1] ** 0.5 / jnp.sum(weights)
 
 
 def mmd2_rff(
@@ -227,14 +216,20 @@ def mmd2_rff(
     return jnp.sum(jnp.square(diff))
 
 
-def self_mean(
-    k: kernels.Kernel, z: jax.Array, unbiased: bool, block_size: int, params: Mapping[str, Any]
-) -> jax.Array:
-    """mean of k(z_i, z_j) over all pairs (V) or over i != j (U)."""
-    m = z.shape[0]
-    total = kernels.pairwise_sum(k, z, z, block_size, unbiased, **params)
-    # Python floats: M^2 overflows int32 from M = 46341 on (relu1_1 of a 256 px image has M = 65536).
-    return total / float(m * (m - 1) if unbiased else m * m)
+def pairwise_mean(k: kernels.Kernel, x: jax.Array, y: jax.Array, block_size: int, params: Mapping[str, Any],
+                  exclude_diagonal: bool = False, wx: jax.Array | None = None, wy: jax.Array | None = None
+                  ) -> jax.Array:
+    """mean_ij k(x_i, y_j), tiled (:func:`nst_jax.kernels.pairwise_sum`); ``exclude_diagonal`` (x is y): the
+    U-statistic's mean over i != j. With sample weights wx (M,), wy (M',) (both or neither) each pair counts
+    wx_i wy_j: sum_ij wx_i wy_j k / (Wx Wy), or over i != j, / (W^2 - sum_i w_i^2)."""
+    total = kernels.pairwise_sum(k, x, y, block_size, exclude_diagonal, row_weights=wx, col_weights=wy, **params)
+    if wx is None:
+        m = x.shape[0]
+        # Python floats: M^2 overflows int32 from M = 46341 on (relu1_1 of a 256 px image has M = 65536).
+        return total / float(m * (m - 1) if exclude_diagonal else m * y.shape[0])
+    if exclude_diagonal:
+        return total / (jnp.square(jnp.sum(wx)) - jnp.sum(jnp.square(wx)))
+    return total / (jnp.sum(wx) * jnp.sum(wy))
 
 
 def mmd2_pairwise(
@@ -268,43 +263,40 @@ def mmd2_pairwise(
 
 
 def pairwise_mmd2(x: jax.Array, y: jax.Array, k: kernels.Kernel, unbiased: bool, block_size: int,
-                  params: Mapping[str, Any], kyy: jax.Array | None = None) -> jax.Array:
+                  params: Mapping[str, Any], kyy: jax.Array | None = None, wx: jax.Array | None = None,
+                  wy: jax.Array | None = None) -> jax.Array:
     """:func:`mmd2_pairwise` for a kernel function ``k`` with its ``params``, taking the style side's mean
     kernel value ``kyy`` where it is already known (a style method's target, computed once per run; None:
-    computed here). x (M, N), y (M', N) -> scalar."""
-    if unbiased and min(x.shape[0], y.shape[0]) < 2:
+    computed here); with sample weights wx (M,), wy (M',) (both or neither), the weighted V- or U-statistic
+    (:func:`pairwise_mean`). x (M, N), y (M', N) -> scalar."""
+    if unbiased and wx is None and min(x.shape[0], y.shape[0]) < 2:
         raise ValueError("the unbiased estimator needs at least 2 rows on each side")
     if kyy is None:
-        kyy = self_mean(k, y, unbiased, block_size, params)
-    kxy = kernels.pairwise_sum(k, x, y, block_size, **params) / float(x.shape[0] * y.shape[0])
-    return self_mean(k, x, unbiased, block_size, params) + kyy - 2.0 * kxy
+        kyy = pairwise_mean(k, y, y, block_size, params, unbiased, wy, wy)
+    kxy = pairwise_mean(k, x, y, block_size, params, False, wx, wy)
+    return pairwise_mean(k, x, x, block_size, params, unbiased, wx, wx) + kyy - 2.0 * kxy
 
 
-def weighted_pairwise_mmd2(x: jax.Array, wx: jax.Array, y: jax.Array, wy: jax.Array, k: kernels.Kernel,
-                           unbiased: bool, block_size: int, params: Mapping[str, Any],
-                           kyy: jax.Array | None = None) -> jax.Array:
-    """:func:`pairwise_mmd2` of weighted samples, x (M, N) with weights wx (M,) and y (M', N) with wy (M',): the
-    weighted V- or U-statistic (:func:`nst_jax.losses.weighted.pairwise_mean`)."""
-    if kyy is None:
-        kyy = weighted.pairwise_mean(k, y, wy, y, wy, block_size, params, unbiased)
-    kxx = weighted.pairwise_mean(k, x, wx, x, wx, block_size, params, unbiased)
-    return kxx + kyy - 2.0 * weighted.pairwise_mean(k, x, wx, y, wy, block_size, params)
+def poly2_self(x: jax.Array, g: jax.Array, mu: jax.Array, c: float, w: jax.Array | None = None) -> jax.Array:
+    """The U-statistic's correction of one side's mean kernel value for k = (a.b + c)^2: U - V, with
+    U = sum_{i != j} w_i w_j k_ij / (W^2 - sum w_i^2) and V = sum_ij w_i w_j k_ij / W^2 (all weights 1
+    without ``w``: U - V = (V - D) / (M - 1), D = mean_i k(x_i, x_i)).
 
-
-def poly2_self(x: jax.Array, g: jax.Array, mu: jax.Array, c: float) -> jax.Array:
-    """(V - D) / (M - 1) for k = (a.b + c)^2 minus c^2: the U-statistic's correction of one side's mean.
-
-    V = mean_ij k(x_i, x_j) = ||G||_F^2 + 2c ||mu||^2 (+ c^2), D = mean_i k(x_i, x_i) = mean (q_i^2 + 2c q_i)
-    (+ c^2) with q_i = ||x_i||^2; mean_{i != j} k = (M V - D) / (M - 1) = V + (V - D) / (M - 1).
+    x (M, N), g and mu its (weighted) Gram matrix and mean, w (M,) or None. With p = w / W and s = sum p_i^2:
+    U - V = (s v - D) / (1 - s), v = ||g||^2 + 2c ||mu||^2, D = sum p_i^2 (q_i^2 + 2c q_i), q_i = ||x_i||^2
+    (the c^2 terms cancel).
     """
+    check_weights(x, w)
     q = jnp.sum(jnp.square(x), axis=1)
-    return poly2_self_from(g, mu, jnp.mean(jnp.square(q)), jnp.mean(q), c, x.shape[0])
+    p2 = jnp.square(probabilities(w) if w is not None else jnp.full(x.shape[:1], 1.0 / x.shape[0], x.dtype))
+    return poly2_self_from(g, mu, p2 @ jnp.square(q), p2 @ q, jnp.sum(p2), c)
 
 
-def poly2_self_from(g: jax.Array, mu: jax.Array, q2: jax.Array, q: jax.Array, c: float, m: int) -> jax.Array:
-    """:func:`poly2_self` from the Gram matrix, the mean, mean_i q_i^2 and mean_i q_i (q_i = ||x_i||^2)."""
+def poly2_self_from(g: jax.Array, mu: jax.Array, dq2: jax.Array, dq: jax.Array, s: jax.Array, c: float
+                    ) -> jax.Array:
+    """:func:`poly2_self` from g, mu, dq2 = sum p_i^2 q_i^2, dq = sum p_i^2 q_i and s = sum p_i^2."""
     v = jnp.sum(jnp.square(g)) + 2.0 * c * jnp.sum(jnp.square(mu))
-    return (v - (q2 + 2.0 * c * q)) / (m - 1)
+    return (s * v - (dq2 + 2.0 * c * dq)) / (1.0 - s)
 
 
 def linear_self(ss: jax.Array, m: int) -> jax.Array:
@@ -368,8 +360,7 @@ def mmd2(
     if unbiased and min(x.shape[0], y.shape[0]) < 2:
         raise ValueError("the unbiased estimator needs at least 2 rows on each side")
     if kernel == "linear":
-        mu_x, ss_x = moments(x)
-        mu_y, ss_y = moments(y)
+        (mu_x, ss_x), (mu_y, ss_y) = moments(x), moments(y)
         out = jnp.sum(jnp.square(mu_x - mu_y))
         if unbiased:
             out = out + linear_self(ss_x, x.shape[0]) + linear_self(ss_y, y.shape[0])

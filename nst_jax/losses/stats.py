@@ -3,11 +3,19 @@ pooled samples of a mixture of several styles (blends).
 
 One VGG layer's activations of an image, (H, W, N), are M = H*W samples of an N-vector (:func:`to_samples`).
 ``x`` is the generated image's side (the one differentiated), ``y`` the style image's; M and M' may differ.
+
+Weighted samples: every statistic takes optional weights w (M,), w_i >= 0, the share of position i inside a
+region (spatial control: Gatys, Ecker, Bethge, Hertzmann, Shechtman, "Controlling Perceptual Factors in Neural
+Style Transfer", CVPR 2017; the mask resized to the layer, soft at its borders). The region's distribution is
+the weighted empirical one, sum_i w_i delta(x_i) / W with W = sum_i w_i, so each statistic is the plain one
+with 1/M replaced by w_i / W; no weights (None) are uniform weights, computed as the plain mean. A weight
+vector of zeros has no distribution (its statistics are NaN), which :mod:`nst_jax.masks` rules out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,16 +44,62 @@ def check_samples(x: jax.Array, y: jax.Array | None = None) -> None:
         raise ValueError(f"channel counts differ: x has N={x.shape[1]}, y has N={y.shape[1]}")
 
 
-def gram(x: jax.Array) -> jax.Array:
-    """Normalised Gram matrix x^T x / M: (M, N) -> (N, N), the mean of the outer products of the samples."""
+def check_weights(x: jax.Array, w: jax.Array | None) -> None:
+    """ValueError unless x is a sample matrix (M, N) and w is None or a weight vector (M,) for it."""
     check_samples(x)
-    return x.T @ x / x.shape[0]
+    if w is not None and (w.ndim != 1 or w.shape[0] != x.shape[0]):
+        raise ValueError(f"weights must be (M,) = ({x.shape[0]},) for samples of shape {tuple(x.shape)}, got "
+                         f"shape {tuple(w.shape)}")
 
 
-def moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean (N,) and centred total sum of squares sum_i ||x_i - mean||^2 (scalar) of x (M, N)."""
-    mu = jnp.mean(x, axis=0)
-    return mu, jnp.sum(jnp.square(x - mu))
+def probabilities(w: jax.Array) -> jax.Array:
+    """w / sum(w): the weights as the probabilities of the weighted empirical distribution."""
+    return w / jnp.sum(w)
+
+
+def average(values: jax.Array, w: jax.Array | None = None) -> jax.Array:
+    """The mean over the first axis of ``values`` (M, ...), weighted by w (M,) if given: sum_i w_i v_i / W."""
+    if w is None:
+        return jnp.mean(values, axis=0)
+    return jnp.tensordot(probabilities(w), values, axes=1)
+
+
+def mean(x: jax.Array, w: jax.Array | None = None) -> jax.Array:
+    """Mean of the samples x (M, N), weighted by w (M,) if given: (N,)."""
+    check_weights(x, w)
+    return average(x, w)
+
+
+def outer_mean(a: jax.Array, b: jax.Array, w: jax.Array | None = None) -> jax.Array:
+    """mean_i a_i b_i^T of the rows of a (M, N) and b (M, N), weighted by w (M,) if given: (N, N)."""
+    if w is None:
+        return a.T @ b / a.shape[0]
+    return (a * probabilities(w)[:, None]).T @ b
+
+
+def gram(x: jax.Array, w: jax.Array | None = None) -> jax.Array:
+    """Normalised Gram matrix x^T x / M: (M, N) -> (N, N), the mean of the outer products of the samples;
+    with weights w (M,), x^T diag(w) x / W (Gatys' guided Gram matrix)."""
+    check_weights(x, w)
+    return outer_mean(x, x, w)
+
+
+def weight_totals(x: jax.Array, w: jax.Array | None = None) -> tuple[Any, Any]:
+    """W = sum_i w_i and sum_i w_i^2 of the weights of the samples x (M, N), the weights counting as
+    frequencies; without weights (all 1) both are M, a Python int."""
+    if w is None:
+        return x.shape[0], x.shape[0]
+    return jnp.sum(w), jnp.sum(jnp.square(w))
+
+
+def moments(x: jax.Array, w: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Mean (N,) and centred total sum of squares sum_i w_i ||x_i - mean||^2 (a scalar) of x (M, N), weighted by
+    w (M,) if given (all 1 otherwise)."""
+    check_weights(x, w)
+    mu = mean(x, w)
+    if w is None:
+        return mu, jnp.sum(jnp.square(x - mu))
+    return mu, w @ jnp.sum(jnp.square(x - mu), axis=1)
 
 
 def safe_sqrt(v: jax.Array) -> jax.Array:
@@ -72,8 +126,9 @@ def gram_loss(x: jax.Array, y: jax.Array) -> jax.Array:
     return gram_term(gram(x), gram(y))
 
 
-def bn_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-channel mean and population standard deviation (1/M, as the official code): (M, N) -> (N,), (N,).
+def bn_stats(x: jax.Array, w: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and population standard deviation (1/M, as the official code): (M, N) -> (N,), (N,);
+    with weights w (M,), the weighted ones.
 
     The deviation is sqrt(mean_i (x_i - mu)^2) exactly, with no epsilon, through a guarded square root whose
     derivative at 0 is 0. Why that is right: sd_c = ||x_c - mu_c|| / sqrt(M) is a scaled Euclidean norm of the
@@ -82,10 +137,9 @@ def bn_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     NaN (the official code's BN NaN). There the norm has no gradient and 0 is a valid subgradient, which is
     what the guard returns. An epsilon (sqrt(var + eps)) would bias every value instead.
     """
-    check_samples(x)
-    mu = jnp.mean(x, axis=0)
-    var = jnp.mean(jnp.square(x - mu), axis=0)
-    return mu, safe_sqrt(var)
+    check_weights(x, w)
+    mu = average(x, w)
+    return mu, safe_sqrt(average(jnp.square(x - mu), w))
 
 
 def bn_term(mu_x: jax.Array, sd_x: jax.Array, mu_y: jax.Array, sd_y: jax.Array) -> jax.Array:
@@ -144,13 +198,14 @@ def total_variation(image: jax.Array, *, boundary: str = "free") -> jax.Array:
     return jnp.sum(jnp.square(dh)) + jnp.sum(jnp.square(dw))
 
 
-def covariance(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def covariance(x: jax.Array, w: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Mean (N,) and population covariance (N, N) of the samples x (M, N): denominator M, like :func:`gram`
-    and :func:`bn_stats` (two passes: the mean first, then the centred products, accurate in float32)."""
-    check_samples(x)
-    mu = jnp.mean(x, axis=0)
+    and :func:`bn_stats` (two passes: the mean first, then the centred products, accurate in float32); with
+    weights w (M,), the weighted ones (denominator W)."""
+    check_weights(x, w)
+    mu = average(x, w)
     xc = x - mu
-    return mu, xc.T @ xc / x.shape[0]
+    return mu, outer_mean(xc, xc, w)
 
 
 def coral_term(cx: jax.Array, cy: jax.Array) -> jax.Array:

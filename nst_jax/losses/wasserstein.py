@@ -88,10 +88,56 @@ def quantiles(sorted_y: jax.Array, m: int) -> jax.Array:
     return sorted_y[j0] * (1.0 - w) + sorted_y[j1] * w
 
 
+def sorted_with_weights(z: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each column of z (M, K) sorted, and the weights w (M,) in each column's order: (M, K), (M, K)."""
+    order = column_order(z)
+    return jnp.take_along_axis(z, order, axis=0), w[order]
+
+
+def weighted_quantiles(sorted_y: jax.Array, cum_wy: jax.Array, levels: jax.Array) -> jax.Array:
+    """The weighted empirical quantile function of each column: for each level t (M, K) the first sorted value
+    whose cumulative weight share reaches t. sorted_y, cum_wy (M', K) with cum_wy the cumulative weights over
+    their total (ending at 1); levels (M, K) -> (M, K).
+
+    A step function, not :func:`quantiles`' interpolation: rows of weight 0 (outside a region, padding) are
+    never chosen, which interpolating between neighbours could not promise."""
+    def column(sy, cw, t):
+        return sy[jnp.clip(jnp.searchsorted(cw, t, side="left"), 0, sy.shape[0] - 1)]
+
+    return jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(sorted_y, cum_wy, levels)
+
+
+def transport_1d(z: jax.Array, sorted_y: jax.Array, wz: jax.Array | None = None, cum_wy: jax.Array | None = None
+                 ) -> jax.Array:
+    """The squared 1-D Wasserstein-2 distance of each column of z (M, K) to the sorted style values sorted_y
+    (M', K), averaged over the K columns: mean_i (sort(z)_i - q_i)^2 with q the style's values at z's levels
+    (i + 0.5) / M (:func:`quantiles`).
+
+    With sample weights wz (M,) and the style's cumulative weight shares cum_wy (M', K) in sorted order (both or
+    neither): sum_i p_i (sort(z)_i - q(t_i))^2, p_i z's weight shares in sorted order, t_i the midpoints of
+    their cumulative shares and q the style's weighted quantile function (:func:`weighted_quantiles`).
+    """
+    if wz is None:
+        return jnp.mean(jnp.square(sort_columns(z) - quantiles(sorted_y, z.shape[0])))
+    sz, shares = sorted_with_weights(z, wz / jnp.sum(wz))
+    levels = jnp.cumsum(shares, axis=0) - 0.5 * shares
+    return jnp.mean(jnp.sum(shares * jnp.square(sz - weighted_quantiles(sorted_y, cum_wy, levels)), axis=0))
+
+
+def sorted_target(y: jax.Array, wy: jax.Array | None = None) -> dict[str, jax.Array]:
+    """The style side of :func:`transport_1d` for y (M', K): ``sorted``, each column sorted, and with weights wy
+    (M',) also ``cum``, the cumulative weight shares in each column's order (M', K)."""
+    if wy is None:
+        return {"sorted": sort_columns(y)}
+    sorted_y, shares = sorted_with_weights(y, wy / jnp.sum(wy))
+    return {"sorted": sorted_y, "cum": jnp.cumsum(shares, axis=0)}
+
+
 def sliced_wasserstein(x: jax.Array, y: jax.Array, *, projections: jax.Array | None = None,
-                       key: jax.Array | None = None, num_projections: int | None = None) -> jax.Array:
+                       key: jax.Array | None = None, num_projections: int | None = None,
+                       wx: jax.Array | None = None, wy: jax.Array | None = None) -> jax.Array:
     """Sliced Wasserstein distance (squared, averaged): the mean over K directions p of
-    mean_i (sort(x p)_i - q_i)^2, with q the quantiles of y p at x's levels (:func:`quantiles`).
+    mean_i (sort(x p)_i - q_i)^2, with q the quantiles of y p at x's levels (:func:`transport_1d`).
 
     Each direction's term is the squared 1-D Wasserstein-2 distance of the two projected sample sets (sorting
     solves 1-D optimal transport); its gradient moves each generated sample toward the style value of its rank.
@@ -102,6 +148,7 @@ def sliced_wasserstein(x: jax.Array, y: jax.Array, *, projections: jax.Array | N
       projections: (N, K) unit columns; else K random directions from ``key`` (fresh every step of a run).
       key: for the random directions.
       num_projections: K of the random directions (default N, as Heitz et al.).
+      wx, wy: sample weights (M,), (M',) (both or neither): the weighted distributions (one region).
 
     Returns:
       A scalar in squared feature units.
@@ -113,9 +160,8 @@ def sliced_wasserstein(x: jax.Array, y: jax.Array, *, projections: jax.Array | N
         projections = random_directions(key, x.shape[1], num_projections or x.shape[1])
     if projections.ndim != 2 or projections.shape[0] != x.shape[1]:
         raise ValueError(f"projections must be (N, K) with N={x.shape[1]}, got shape {tuple(projections.shape)}")
-    px = sort_columns(x @ projections)
-    qy = quantiles(sort_columns(y @ projections), x.shape[0])
-    return jnp.mean(jnp.square(px - qy))
+    target = sorted_target(y @ projections, wy)
+    return transport_1d(x @ projections, target["sorted"], wx, target.get("cum"))
 
 
 def psd_sqrt(c: jax.Array) -> jax.Array:

@@ -6,10 +6,11 @@ function) and knows everything a run needs of it:
 * ``target(y)``: the style side's statistics of one layer, computed once per run (a dict of arrays);
 * ``loss(x, target, key=...)``: the layer's loss of the generated samples x (M, N) against that target;
 * ``target(y, weights=v)``, ``loss(x, target, key=..., weights=w)``: the same for weighted samples, one region
-  of each image (spatial control, :mod:`nst_jax.losses.weighted`, :mod:`nst_jax.losses.regions`); without
-  weights the unweighted code runs, unchanged;
+  of each image (spatial control, :mod:`nst_jax.losses.regions`): one code path, the statistics of
+  :mod:`nst_jax.losses.stats`, :mod:`~nst_jax.losses.mmd` and :mod:`~nst_jax.losses.wasserstein` taking
+  optional weights (None: uniform);
 * ``streamable``, ``sums(x, target, weights)`` and ``loss_from_sums(sums, target)``: whether the loss needs only
-  sums over x's rows, which add up over horizontal strips of an image (:mod:`nst_jax.strips`), and how;
+  weighted sums over x's rows, which add up over horizontal strips of an image (:mod:`nst_jax.strips`), and how;
 * ``paper_scale(m, n)``: the official code's per-layer constant (lyttonhao/Neural-Style-MMD);
 * ``mixture_target(ys, weights)``: the target of a mixture of several styles' distributions (blends);
 * ``check()``: refuses parameter values it cannot use (:class:`ParamError`, one line naming the parameter);
@@ -163,11 +164,10 @@ class StyleMethod:
         given: then the loss of the weighted samples): a scalar."""
         raise NotImplementedError
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
-             weighted: bool = False) -> dict[str, jax.Array]:
-        """The sums over the rows of x (M, N) that :meth:`loss_from_sums` needs. ``weighted`` False: ``weights``
-        (M,) is 1 for rows inside the image and 0 for padding rows (whose x is 0), so a sum may ignore it;
-        True: general sample weights (a region), every sum weighted, and ``SampleSums.count`` their sum."""
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        """The sums over the rows of x (M, N), each weighted by the rows' ``weights`` (M,), that
+        :meth:`loss_from_sums` needs: 1 for rows inside the image and 0 for padding rows, or one region's
+        weights (then ``SampleSums.count`` is their sum)."""
         raise ValueError(f"style method {self.name!r} with {self.params()} needs all samples at once")
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import kernels
-from nst_jax.losses import mmd, weighted
+from nst_jax.losses import mmd
 from nst_jax.losses.methods.base import StyleMethod, Target, check_estimator, is_int, is_number, register, require
-from nst_jax.losses.stats import check_samples, moments
+from nst_jax.losses.stats import check_samples, moments, weight_totals
 
 _ESTIMATOR_FIELDS = {"estimator": "gaussian_estimator", "block_size": "block_size", "num_features": "rff_features"}
 """The config fields of the estimator's parameters, shared by ``gaussian`` and ``mkmmd``."""
@@ -35,71 +35,37 @@ class _GaussianKernels(StyleMethod):
         return self.estimator in ("linear", "rff")
 
     def _target(self, y: jax.Array, gamma: Any, w: jax.Array | None = None) -> Target:
-        if w is not None:
-            return self._weighted_target(y, gamma, w)
         # ``gamma`` None: the paper's rule, which depends on x, so k(y, y) cannot be kept; the pooled rule of the
-        # full, unbiased and rff estimators needs y's mean and centred sum of squares.
-        out = {"samples": y}
+        # full, unbiased and rff estimators needs y's moments. Weights (a region) are kept beside the samples.
+        out = {"samples": y} if w is None else {"samples": y, "weights": w}
         if self.estimator in ("full", "unbiased") and gamma is not None:
-            out["kyy"] = mmd.self_mean(kernels.gaussian, y, self.estimator == "unbiased", self.block_size,
-                                       {"gamma": gamma})
+            out["kyy"] = mmd.pairwise_mean(kernels.gaussian, y, y, self.block_size, {"gamma": gamma},
+                                           self.estimator == "unbiased", w, w)
         if gamma is None and self.estimator != "linear":
-            out["mean"], out["ss"] = moments(y)
+            out["mean"], out["ss"] = moments(y, w)
         return out
 
-    def _weighted_target(self, y: jax.Array, gamma: Any, w: jax.Array) -> Target:
-        # As _target, with the weights kept beside the samples and the rule's moments weighted.
-        out = {"samples": y, "weights": w}
-        if self.estimator in ("full", "unbiased") and gamma is not None:
-            out["kyy"] = weighted.pairwise_mean(kernels.gaussian, y, w, y, w, self.block_size, {"gamma": gamma},
-                                                self.estimator == "unbiased")
-        if gamma is None and self.estimator != "linear":
-            out["mean"], out["var"] = weighted.variance(y, w)
-        return out
-
-    def _weighted_loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, gamma: Any,
-                       scales: Sequence[float] | None, w: jax.Array) -> jax.Array:
-        require(target, ("samples", "weights"), self.name)
-        y, wy = target["samples"], target["weights"]
+    def _loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, gamma: Any,
+              scales: Sequence[float] | None, w: jax.Array | None = None) -> jax.Array:
+        # ``gamma`` None: the rule (of the sampled pairs for the linear estimator, pooled otherwise), times each
+        # of ``scales`` if given (several bandwidths).
+        require(target, ("samples",) + (("weights",) if w is not None else ()), self.name)
+        y, wy = target["samples"], target.get("weights")
         check_samples(x, y)
         kparams: dict[str, Any] = {"gamma": gamma}
         if self.estimator == "linear":
             return mmd.mmd2_linear_time(x, y, "gaussian", key, kparams, gamma_scales=scales, wx=w, wy=wy)
         if gamma is None:
-            require(target, ("mean", "var"), self.name)
-            kparams["gamma"] = weighted.pooled_gamma(*weighted.variance(x, w), target["mean"], target["var"])
+            require(target, ("mean", "ss"), self.name)
+            kparams["gamma"] = mmd.pooled_gamma_from_moments((*moments(x, w), *weight_totals(x, w)),
+                                                             (target["mean"], target["ss"], *weight_totals(y, wy)))
             if scales is not None:
                 kparams["gamma"] = kparams["gamma"] * jnp.asarray(scales, x.dtype)
         if self.estimator == "rff":
             return mmd.mmd2_rff(x, y, key, kparams["gamma"], self.num_features, self.block_size, w, wy)
         kyy = target["kyy"] if "kyy" in target and gamma is not None else None
-        return mmd.weighted_pairwise_mmd2(x, w, y, wy, kernels.gaussian, self.estimator == "unbiased", self.block_size,
-                                       kparams, kyy)
-
-    def _loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, gamma: Any,
-              scales: Sequence[float] | None, w: jax.Array | None = None) -> jax.Array:
-        if w is not None:
-            return self._weighted_loss(x, target, key, gamma, scales, w)
-        # ``gamma`` None: the rule (of the sampled pairs for the linear estimator, pooled otherwise), times each
-        # of ``scales`` if given (several bandwidths).
-        require(target, ("samples",), self.name)
-        y = target["samples"]
-        check_samples(x, y)
-        kparams: dict[str, Any] = {"gamma": gamma}
-        if self.estimator == "linear":
-            return mmd.mmd2_linear_time(x, y, "gaussian", key, kparams, gamma_scales=scales)
-        if gamma is None:
-            require(target, ("mean", "ss"), self.name)
-            mu_x, ss_x = moments(x)
-            kparams["gamma"] = mmd.pooled_gamma_from_moments(
-                mu_x, ss_x, x.shape[0], target["mean"], target["ss"], y.shape[0]
-            )
-            if scales is not None:
-                kparams["gamma"] = kparams["gamma"] * jnp.asarray(scales, x.dtype)
-        if self.estimator == "rff":
-            return mmd.mmd2_rff(x, y, key, kparams["gamma"], self.num_features, self.block_size)
-        kyy = target["kyy"] if "kyy" in target and gamma is not None else None
-        return mmd.pairwise_mmd2(x, y, kernels.gaussian, self.estimator == "unbiased", self.block_size, kparams, kyy)
+        return mmd.pairwise_mmd2(x, y, kernels.gaussian, self.estimator == "unbiased", self.block_size, kparams, kyy,
+                                 w, wy)
 
     def paper_scale(self, m: int, n: int) -> float:
         return 3e14 * (m // 2) / (2.0 * n * m)
@@ -114,8 +80,9 @@ class Gaussian(_GaussianKernels):
 
     Target: ``samples`` = y. With full or unbiased and an explicit gamma also ``kyy``, the style side's mean
     kernel value. With the paper's rule and full, unbiased or rff: ``mean`` and ``ss`` (centred sum of
-    squares) for the pooled bandwidth; gamma then depends on x, so k(y, y) is recomputed every step for full
-    and unbiased (an extra O(M'^2 N) per step). Paper scale 3e14 K / (2 N M) with K = floor(M / 2) pairs.
+    squares, :func:`nst_jax.losses.stats.moments`) for the pooled bandwidth; gamma then depends on x, so
+    k(y, y) is recomputed every step for full and unbiased (an extra O(M'^2 N) per step). Paper scale
+    3e14 K / (2 N M) with K = floor(M / 2) pairs.
     """
 
     name: ClassVar[str] = "gaussian"

@@ -15,12 +15,10 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 
-from nst_jax.losses import weighted
 from nst_jax.losses.methods.base import StyleMethod, Target, register, require
 from nst_jax.losses.stats import check_samples
-from nst_jax.losses.wasserstein import quantiles, sort_columns
+from nst_jax.losses.wasserstein import sorted_target, transport_1d
 
 
 @register
@@ -43,23 +41,13 @@ class Hist(StyleMethod):
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
         check_samples(y)
-        if weights is None:
-            return {"sorted": sort_columns(y)}
-        sorted_y, shares = weighted.sorted_with_weights(y, weighted.probabilities(weights))
-        return {"sorted": sorted_y, "cum": jnp.cumsum(shares, axis=0)}
+        return sorted_target(y, weights)
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
-        if weights is None:
-            require(target, ("sorted",), self.name)
-            check_samples(x, target["sorted"])
-            return jnp.mean(jnp.square(sort_columns(x) - quantiles(target["sorted"], x.shape[0])))
-        require(target, ("sorted", "cum"), self.name)
+        require(target, ("sorted",) + (("cum",) if weights is not None else ()), self.name)
         check_samples(x, target["sorted"])
-        sorted_x, shares = weighted.sorted_with_weights(x, weighted.probabilities(weights))
-        levels = jnp.cumsum(shares, axis=0) - 0.5 * shares
-        q = weighted.quantiles(target["sorted"], target["cum"], levels)
-        return jnp.mean(jnp.sum(shares * jnp.square(sorted_x - q), axis=0))
+        return transport_1d(x, target["sorted"], weights, target.get("cum"))
 
     def paper_scale(self, m: int, n: int) -> float:
         return 1.0

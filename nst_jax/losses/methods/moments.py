@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import kernels
-from nst_jax.losses import mmd, weighted
+from nst_jax.losses import mmd
 from nst_jax.losses.methods.base import (
     SampleSums,
     StyleMethod,
@@ -32,6 +32,7 @@ from nst_jax.losses.stats import (
     covariance,
     gram,
     gram_term,
+    mean,
     safe_sqrt,
 )
 from nst_jax.losses.wasserstein import psd_sqrt, w2_from_moments
@@ -73,16 +74,15 @@ class Gram(StyleMethod):
         return True
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
-        return {"gram": gram(y) if weights is None else weighted.gram(y, weights)}
+        return {"gram": gram(y, weights)}
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
         require(target, ("gram",), self.name)
-        return gram_term(gram(x) if weights is None else weighted.gram(x, weights), target["gram"])
+        return gram_term(gram(x, weights), target["gram"])
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
-             weighted: bool = False) -> dict[str, jax.Array]:
-        return {"xx": (x * weights[:, None]).T @ x if weighted else x.T @ x}
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        return {"xx": (x * weights[:, None]).T @ x}
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         require(target, ("gram",), self.name)
@@ -109,17 +109,15 @@ class Linear(StyleMethod):
         return True
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
-        return {"mean": jnp.mean(y, axis=0) if weights is None else weighted.mean(y, weights)}
+        return {"mean": mean(y, weights)}
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
         require(target, ("mean",), self.name)
-        mu = jnp.mean(x, axis=0) if weights is None else weighted.mean(x, weights)
-        return jnp.sum(jnp.square(mu - target["mean"]))
+        return jnp.sum(jnp.square(mean(x, weights) - target["mean"]))
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
-             weighted: bool = False) -> dict[str, jax.Array]:
-        return {"x": weights @ x if weighted else jnp.sum(x, axis=0)}
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        return {"x": jnp.sum(x * weights[:, None], axis=0)}
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         require(target, ("mean",), self.name)
@@ -176,80 +174,43 @@ class Poly(StyleMethod):
         return {"c": self.c, "d": self.d}
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
-        if weights is not None:
-            return self._weighted_target(y, weights)
         unbiased = self.estimator == "unbiased"
         if self.closed:
-            g, mu = gram(y), jnp.mean(y, axis=0)
+            g, mu = gram(y, weights), mean(y, weights)
             out = {"gram": g, "mean": mu}
             if unbiased:
-                out["self"] = mmd.poly2_self(y, g, mu, self.c)
+                out["self"] = mmd.poly2_self(y, g, mu, self.c, weights)
             return out
-        out = {"samples": y}
+        out = {"samples": y} if weights is None else {"samples": y, "weights": weights}
         if self.estimator in ("full", "unbiased"):
-            out["kyy"] = mmd.self_mean(kernels.poly, y, unbiased, self.block_size, self._kparams())
+            out["kyy"] = mmd.pairwise_mean(kernels.poly, y, y, self.block_size, self._kparams(), unbiased, weights,
+                                           weights)
         return out
-
-    def _weighted_target(self, y: jax.Array, w: jax.Array) -> Target:
-        unbiased = self.estimator == "unbiased"
-        if self.closed:
-            g, mu = weighted.gram(y, w), weighted.mean(y, w)
-            out = {"gram": g, "mean": mu}
-            if unbiased:
-                out["self"] = weighted.poly2_self(jnp.sum(jnp.square(y), axis=1), w, g, mu, self.c)
-            return out
-        out = {"samples": y, "weights": w}
-        if self.estimator in ("full", "unbiased"):
-            out["kyy"] = weighted.pairwise_mean(kernels.poly, y, w, y, w, self.block_size, self._kparams(), unbiased)
-        return out
-
-    def _weighted_loss(self, x: jax.Array, target: Mapping[str, jax.Array], key: jax.Array | None, w: jax.Array
-                       ) -> jax.Array:
-        unbiased = self.estimator == "unbiased"
-        if self.closed:
-            require(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
-            gx, mu_x = weighted.gram(x, w), weighted.mean(x, w)
-            self_x = weighted.poly2_self(jnp.sum(jnp.square(x), axis=1), w, gx, mu_x, self.c) if unbiased else None
-            return poly2_closed(gx, mu_x, target, self.c, self_x)
-        require(target, ("samples", "weights"), self.name)
-        y, wy = target["samples"], target["weights"]
-        check_samples(x, y)
-        if self.estimator == "linear":
-            return mmd.mmd2_linear_time(x, y, "poly", key, self._kparams(), wx=w, wy=wy)
-        return mmd.weighted_pairwise_mmd2(x, w, y, wy, kernels.poly, unbiased, self.block_size, self._kparams(),
-                                       target.get("kyy"))
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
-        if weights is not None:
-            return self._weighted_loss(x, target, key, weights)
         unbiased = self.estimator == "unbiased"
         if self.closed:
             require(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
-            gx, mu_x = gram(x), jnp.mean(x, axis=0)
-            return poly2_closed(gx, mu_x, target, self.c, mmd.poly2_self(x, gx, mu_x, self.c) if unbiased else None)
-        require(target, ("samples",), self.name)
-        y = target["samples"]
+            gx, mu_x = gram(x, weights), mean(x, weights)
+            self_x = mmd.poly2_self(x, gx, mu_x, self.c, weights) if unbiased else None
+            return poly2_closed(gx, mu_x, target, self.c, self_x)
+        require(target, ("samples",) + (("weights",) if weights is not None else ()), self.name)
+        y, wy = target["samples"], target.get("weights")
         check_samples(x, y)
         if self.estimator == "linear":
-            return mmd.mmd2_linear_time(x, y, "poly", key, self._kparams())
-        return mmd.pairwise_mmd2(x, y, kernels.poly, unbiased, self.block_size, self._kparams(), target.get("kyy"))
+            return mmd.mmd2_linear_time(x, y, "poly", key, self._kparams(), wx=weights, wy=wy)
+        return mmd.pairwise_mmd2(x, y, kernels.poly, unbiased, self.block_size, self._kparams(), target.get("kyy"),
+                                 weights, wy)
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
-             weighted: bool = False) -> dict[str, jax.Array]:
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
         if not self.closed:
             return super().sums(x, target, weights)
-        if weighted:
-            # Weighted: sum w x x^T, sum w x, and for the U-statistic's correction sum w^2 q, sum w^2 q^2, sum w^2.
-            out = {"xx": (x * weights[:, None]).T @ x, "x": weights @ x}
-            if self.estimator == "unbiased":
-                q, w2 = jnp.sum(jnp.square(x), axis=1), jnp.square(weights)
-                out["wq"], out["wq2"], out["w2"] = w2 @ q, w2 @ jnp.square(q), jnp.sum(w2)
-            return out
-        out = {"xx": x.T @ x, "x": jnp.sum(x, axis=0)}
+        out = {"xx": (x * weights[:, None]).T @ x, "x": jnp.sum(x * weights[:, None], axis=0)}
         if self.estimator == "unbiased":
-            q = jnp.sum(jnp.square(x), axis=1)
-            out["q"], out["q2"] = jnp.sum(q), jnp.sum(jnp.square(q))
+            # The U-statistic's correction (mmd.poly2_self): sum w^2 q, sum w^2 q^2 and sum w^2, q_i = ||x_i||^2.
+            q, w2 = jnp.sum(jnp.square(x), axis=1), jnp.square(weights)
+            out["wq"], out["wq2"], out["w2"] = w2 @ q, w2 @ jnp.square(q), jnp.sum(w2)
         return out
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
@@ -259,11 +220,10 @@ class Poly(StyleMethod):
         unbiased = self.estimator == "unbiased"
         require(target, ("gram", "mean") + (("self",) if unbiased else ()), self.name)
         gx, mu_x = sums["xx"] / m, sums["x"] / m
-        if unbiased and "w2" in sums:  # weighted sums (a region)
+        self_x = None
+        if unbiased:
             m2 = jnp.square(m)
-            self_x = weighted.poly2_self_from(gx, mu_x, sums["wq2"] / m2, sums["wq"] / m2, sums["w2"] / m2, self.c)
-        else:
-            self_x = mmd.poly2_self_from(gx, mu_x, sums["q2"] / m, sums["q"] / m, self.c, m) if unbiased else None
+            self_x = mmd.poly2_self_from(gx, mu_x, sums["wq2"] / m2, sums["wq"] / m2, sums["w2"] / m2, self.c)
         return poly2_closed(gx, mu_x, target, self.c, self_x)
 
     def paper_scale(self, m: int, n: int) -> float:
@@ -295,22 +255,18 @@ class BN(StyleMethod):
         return True
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
-        mu, sd = bn_stats(y) if weights is None else weighted.bn_stats(y, weights)
+        mu, sd = bn_stats(y, weights)
         return {"mean": mu, "sd": sd}
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
         require(target, ("mean", "sd"), self.name)
-        return bn_term(*(bn_stats(x) if weights is None else weighted.bn_stats(x, weights)), target["mean"],
-                       target["sd"])
+        return bn_term(*bn_stats(x, weights), target["mean"], target["sd"])
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
-             weighted: bool = False) -> dict[str, jax.Array]:
-        if weighted:
-            d = x - target["mean"]
-            return {"bn": weights @ d, "bn2": weights @ jnp.square(d)}
-        d = (x - target["mean"]) * weights[:, None]
-        return {"bn": jnp.sum(d, axis=0), "bn2": jnp.sum(jnp.square(d), axis=0)}
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        d = x - target["mean"]
+        wd = d * weights[:, None]
+        return {"bn": jnp.sum(wd, axis=0), "bn2": jnp.sum(wd * d, axis=0)}
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         require(target, ("mean", "sd"), self.name)
@@ -338,13 +294,10 @@ class _CovarianceMethod(StyleMethod):
     def streamable(self) -> bool:
         return True
 
-    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array, *,
-             weighted: bool = False) -> dict[str, jax.Array]:
-        if weighted:
-            d = x - target["mean"]
-            return {"cov1": weights @ d, "cov2": (d * weights[:, None]).T @ d}
-        d = (x - target["mean"]) * weights[:, None]
-        return {"cov1": jnp.sum(d, axis=0), "cov2": d.T @ d}
+    def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
+        d = x - target["mean"]
+        wd = d * weights[:, None]
+        return {"cov1": jnp.sum(wd, axis=0), "cov2": wd.T @ d}
 
     @staticmethod
     def _moments_from_sums(x: SampleSums, target: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -367,14 +320,13 @@ class W2(_CovarianceMethod):
     name: ClassVar[str] = "w2"
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
-        mu, c = covariance(y) if weights is None else weighted.covariance(y, weights)
+        mu, c = covariance(y, weights)
         return {"mean": mu, "cov_sqrt": psd_sqrt(c), "trace": jnp.trace(c)}
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
         require(target, ("mean", "cov_sqrt", "trace"), self.name)
-        moments_x = covariance(x) if weights is None else weighted.covariance(x, weights)
-        return w2_from_moments(*moments_x, target["mean"], target["cov_sqrt"], target["trace"])
+        return w2_from_moments(*covariance(x, weights), target["mean"], target["cov_sqrt"], target["trace"])
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         require(target, ("mean", "cov_sqrt", "trace"), self.name)
@@ -397,13 +349,13 @@ class CORAL(_CovarianceMethod):
     name: ClassVar[str] = "coral"
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
-        mu, c = covariance(y) if weights is None else weighted.covariance(y, weights)
+        mu, c = covariance(y, weights)
         return {"mean": mu, "cov": c}
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
         require(target, ("mean", "cov"), self.name)
-        return coral_term((covariance(x) if weights is None else weighted.covariance(x, weights))[1], target["cov"])
+        return coral_term(covariance(x, weights)[1], target["cov"])
 
     def loss_from_sums(self, x: SampleSums, target: Mapping[str, jax.Array]) -> jax.Array:
         require(target, ("mean", "cov"), self.name)

@@ -9,10 +9,8 @@ from typing import ClassVar
 
 import jax
 
-from nst_jax.losses import weighted
 from nst_jax.losses.methods.base import StyleMethod, Target, is_int, register, require
-from nst_jax.losses.stats import check_samples
-from nst_jax.losses.wasserstein import random_directions, sliced_wasserstein
+from nst_jax.losses.wasserstein import sliced_wasserstein
 
 
 @register
@@ -43,13 +41,9 @@ class SWD(StyleMethod):
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
-        if weights is not None:
-            require(target, ("samples", "weights"), self.name)
-            check_samples(x, target["samples"])
-            projections = random_directions(key, x.shape[1], self.num_projections or x.shape[1])
-            return weighted.sliced_wasserstein(x, weights, target["samples"], target["weights"], projections)
-        require(target, ("samples",), self.name)
-        return sliced_wasserstein(x, target["samples"], key=key, num_projections=self.num_projections)
+        require(target, ("samples",) + (("weights",) if weights is not None else ()), self.name)
+        return sliced_wasserstein(x, target["samples"], key=key, num_projections=self.num_projections, wx=weights,
+                                  wy=target.get("weights"))
 
     def paper_scale(self, m: int, n: int) -> float:
         return 1.0
