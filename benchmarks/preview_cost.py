@@ -2,7 +2,7 @@
 
     python benchmarks/preview_cost.py                  # 512 x 384 px, 20 repeats
 
-* ``to_rgb``: the run's own work per chunk for the page (:func:`nst_jax.job.to_rgb` of the current image, done
+* ``to_rgb``: the run's own work per chunk for the page (:func:`nst_jax.image.to_rgb` of the current image, done
   on the optimisation's thread);
 * ``Preview.image``: the callback that hands the page that image (a reference under a lock);
 * ``encode_png``: the PNG the page's server encodes in its own thread, once per new image it is asked for, for
@@ -25,7 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import results, timing  # noqa: E402
-from nst_jax import demo, image, job, preview  # noqa: E402
+from nst_jax import demo, image, preview  # noqa: E402
 
 
 def _ms(fn, repeats: int) -> tuple[float, float]:
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     smooth = image.resize(demo.content_image(max(hw)), hw).astype(np.float32)
     x = np.asarray(image.preprocess(jnp.asarray(smooth), "torchvision"))
     page = preview.Preview()
-    rows = [("to_rgb (run thread)", _ms(lambda: job.to_rgb(x, "torchvision"), args.repeats)),
+    rows = [("to_rgb (run thread)", _ms(lambda: image.to_rgb(x, "torchvision"), args.repeats)),
             ("Preview.image (run thread)", _ms(lambda: page.image(1, smooth), args.repeats)),
             ("encode_png, demo picture (server thread)", _ms(lambda: preview.encode_png(smooth), args.repeats)),
             ("encode_png, uniform noise (server thread)", _ms(lambda: preview.encode_png(noise), args.repeats))]

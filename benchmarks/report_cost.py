@@ -2,8 +2,8 @@
 
     python benchmarks/report_cost.py --weights=W [--size=256] [--kernels=gram,gaussian] [--repeats=6]
 
-The run reports the energy terms at the step the bar shows (:func:`nst_jax.job.chunk_report`): one forward
-pass and loss more per chunk. This times ``transfer.chunk`` and ``job.chunk_report`` of the run's chunk length,
+The run reports the energy terms at the step the bar shows (:func:`nst_jax.transfer.chunk_report`): one forward
+pass and loss more per chunk. This times ``transfer.chunk`` and ``transfer.chunk_report`` of the run's chunk length,
 compiled the same way, alternately in one process (the machine is shared: only the ratio means anything), and
 prints seconds per chunk of each and the ratio.
 """
@@ -24,7 +24,7 @@ import jax  # noqa: E402
 from benchmarks import results, timing  # noqa: E402
 from configs import default  # noqa: E402
 from nst_jax import config as cfg_lib  # noqa: E402
-from nst_jax import demo, job, transfer, weights  # noqa: E402
+from nst_jax import demo, job, placement, transfer, weights  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -48,12 +48,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = cfg_lib.step_settings(config, loaded.source)
         length = cfg_lib.chunk_length(config)
         rgb = demo.content_image(args.size)
-        inputs = job.JobInputs(config, rgb, [demo.style_image(args.size)], "demo", ["demo"])
-        s = job._setup(problem, settings, [inputs], loaded, job.Placement(), None)
+        inputs = job.JobInputs(cfg_lib.parse(config), rgb, [demo.style_image(args.size)], "demo", ["demo"])
+        s = job.prepare(problem, settings, [inputs], loaded, placement.JobMesh(), None)
         one = jax.tree.map(lambda a: a[0], (s.state, s.tgt, s.scales))
         fns = {
             "plain": jax.jit(transfer.chunk, static_argnums=(0, 1, 2)),
-            "report": jax.jit(job.chunk_report, static_argnums=(0, 1, 2)),
+            "report": jax.jit(transfer.chunk_report, static_argnums=(0, 1, 2)),
         }
         compiled = {name: fn.lower(problem, settings, length, one[0], s.params, one[1], one[2], s.loop_key).compile()
                     for name, fn in fns.items()}

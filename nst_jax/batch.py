@@ -55,12 +55,13 @@ from jax.sharding import Mesh
 
 from nst_jax import config as cfg_lib
 from nst_jax import job as job_lib
-from nst_jax import outputs, runner
+from nst_jax import loop, outputs, placement, runner
+from nst_jax import record as record_lib
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ConfigError, UserError
 
 CONTENT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-MESH_AXIS = job_lib.JOB_AXIS
+MESH_AXIS = placement.JOB_AXIS
 SHUTDOWN_TIMEOUT_S = 24 * 3600
 
 Log = Callable[[str], None]
@@ -154,11 +155,12 @@ def list_jobs(content_dir: str, styles: Sequence[str], kernels: Sequence[str], o
     return jobs
 
 
-def process_share(jobs: Sequence[Job], process_index: int, process_count: int) -> list[Job]:
-    """Job i goes to process ``i % process_count``: the shares are disjoint and cover the list."""
+def process_share(jobs: Sequence[Job], process_index: int, process_count: int) -> list[tuple[int, Job]]:
+    """(index, job) of this process's jobs: job i goes to process ``i % process_count``, so the shares are
+    disjoint and cover the list."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process index {process_index} outside 0..{process_count - 1}")
-    return list(jobs[process_index::process_count])
+    return list(enumerate(jobs))[process_index::process_count]
 
 
 def is_complete(job: Job) -> bool:
@@ -181,10 +183,10 @@ def job_config(config: Any, job: Job) -> Any:
     return c
 
 
-def check_batch_config(config: Any, jobs: Sequence[Job]) -> None:
-    """For each job's method, what a single run checks (:func:`nst_jax.config.check`)."""
-    for kernel in sorted({job.kernel for job in jobs}):
-        cfg_lib.check(job_config(config, dataclasses.replace(jobs[0], kernel=kernel)))
+def check_batch_config(config: Any, jobs: Sequence[Job]) -> dict[str, cfg_lib.RunSpec]:
+    """For each job's method, what a single run checks: its parsed config (:func:`nst_jax.config.parse`)."""
+    return {kernel: cfg_lib.parse(job_config(config, dataclasses.replace(jobs[0], kernel=kernel)))
+            for kernel in sorted({job.kernel for job in jobs})}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,11 +207,14 @@ class _Prepared:
         return (self.job.kernel, self.inputs.content.shape, tuple(s.shape for s in self.inputs.styles))
 
 
-def _prepare(job: Job, index: int, config: Any) -> _Prepared:
+def _prepare(job: Job, index: int, config: Any, spec: cfg_lib.RunSpec) -> _Prepared:
+    """The job's images and inputs; ``spec`` is its method's parsed config, given the job's own fields (the
+    method's terms and style weight do not depend on them)."""
     cfg = job_config(config, job)
     (content, content_desc), styles = runner.prepare_images(job.content, job.style, cfg)
-    return _Prepared(job, index, job_lib.JobInputs(cfg, content, [s for s, _ in styles], content_desc,
-                                                   [d for _, d in styles]))
+    inputs = job_lib.JobInputs(dataclasses.replace(spec, config=cfg), content, [s for s, _ in styles], content_desc,
+                               [d for _, d in styles])
+    return _Prepared(job, index, inputs)
 
 
 def run_round(
@@ -218,7 +223,7 @@ def run_round(
     devices: Sequence[jax.Device],
     *,
     should_stop: Callable[[], bool] | None = None,
-    progress: Callable[[job_lib.Progress], None] | None = None,
+    progress: Callable[[loop.Progress], None] | None = None,
     label: str = "",
 ) -> list[tuple[np.ndarray, dict[str, Any]]] | None:
     """Runs the jobs of one group together (:func:`nst_jax.job.run`, batched), sharded over ``devices``.
@@ -226,32 +231,33 @@ def run_round(
     ``items`` share one problem and image shapes; their number is padded up to a multiple of
     ``len(devices)`` with copies of the last one. Returns (RGB result, run record) per item, in order, or
     ``None`` when ``should_stop`` asked to stop between chunks. ``progress`` gets the first job's
-    :class:`~nst_jax.job.Progress` after each chunk, labelled ``label`` and that job's name.
+    :class:`~nst_jax.loop.Progress` after each chunk, labelled ``label`` and that job's name.
     """
     started = time.time()
     n_real = len(items)
     n = math.ceil(n_real / len(devices)) * len(devices)
     padded = [it.inputs for it in items] + [items[-1].inputs] * (n - n_real)
-    cfg = items[0].inputs.config
-    problem = cfg_lib.problem(cfg, cfg_lib.blend_weights(cfg, len(items[0].inputs.styles)))
+    spec = items[0].inputs.spec
+    cfg = spec.config
+    problem = spec.problem(cfg_lib.blend_weights(cfg, len(items[0].inputs.styles)))
     for it in items:
         it.inputs.check_sizes(problem)
-    placement = job_lib.Placement(Mesh(np.asarray(devices), (MESH_AXIS,)))
+    place = placement.JobMesh(Mesh(np.asarray(devices), (MESH_AXIS,)))
     steps = int(cfg.steps)
     shown = f"{label}{': ' if label else ''}{items[0].job.name}" + (f" (+{n_real - 1} more)" if n_real > 1 else "")
-    estimates = job_lib.estimated_terms(problem)  # the same for every chunk of the round
+    estimates = record_lib.estimated_terms(problem)  # the same for every chunk of the round
 
-    def after_chunk(c: job_lib.Chunk) -> bool:
+    def after_chunk(c: loop.Chunk) -> bool:
         if progress is not None:
             first = c.trackers[0]
-            progress(job_lib.Progress(first.step, steps, first.latest(), first.step / max(c.elapsed_s, 1e-9),
-                                      label=shown, size=tuple(items[0].inputs.content.shape[:2]),
-                                      estimates=estimates))
+            progress(loop.Progress(first.step, steps, first.latest(), first.step / max(c.elapsed_s, 1e-9),
+                                   label=shown, size=tuple(items[0].inputs.content.shape[:2]),
+                                   estimates=estimates))
         return should_stop is not None and should_stop()
 
-    results = job_lib.run(problem, cfg_lib.step_settings(cfg, weights.source),
-                          cfg_lib.chunk_length(cfg),  # results do not depend on the chunk size
-                          padded, weights, batched=True, placement=placement, after_chunk=after_chunk)
+    results = job_lib.run(problem, spec.settings(weights.source),
+                          spec.chunk_length(),  # results do not depend on the chunk size
+                          padded, weights, batched=True, placement=place, after_chunk=after_chunk)
     if any(record["status"] == "interrupted" for _, record in results[:n_real]):
         return None
     batch_info = {"round_jobs": n_real, "padded_to": n, "local_devices": len(devices),
@@ -286,7 +292,7 @@ def run_jobs(
     process_count: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Log = _stderr,
-    progress: Callable[[job_lib.Progress], None] | None = None,
+    progress: Callable[[loop.Progress], None] | None = None,
 ) -> Summary:
     """Runs this process's share of ``jobs`` that are not complete yet and writes their outputs.
 
@@ -301,17 +307,17 @@ def run_jobs(
       should_stop: polled between chunks; when it returns True the current round is abandoned (its jobs
         stay missing and rerun next time) and the summary says ``interrupted``.
       log: one line per event (default: stderr).
-      progress: called after every chunk with a :class:`~nst_jax.job.Progress` of the round's first job
+      progress: called after every chunk with a :class:`~nst_jax.loop.Progress` of the round's first job
         (e.g. :class:`nst_jax.report.ProgressBar`); ``None``: only the log lines.
     """
-    check_batch_config(config, jobs)
+    specs = check_batch_config(config, jobs)
     config = cfg_lib.with_default_steps(config)
     devices = list(devices or jax.local_devices())
     if jobs_per_device < 1:
         raise ConfigError(f"jobs per device must be >= 1, not {jobs_per_device}")
     pid = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
-    indexed = list(enumerate(jobs))[pid::count]
+    indexed = process_share(jobs, pid, count)
     summary = Summary(assigned=[job.name for _, job in indexed])
     todo = []
     for index, job in indexed:
@@ -351,7 +357,7 @@ def run_jobs(
 
     groups: dict[tuple[Any, ...], list[_Prepared]] = {}
     for index, job in todo:
-        prepared = _prepare(job, index, config)
+        prepared = _prepare(job, index, config, specs[job.kernel])
         groups.setdefault(prepared.group_key(), []).append(prepared)
     size = jobs_per_device * len(devices)
     rounds = [members[start:start + size] for members in groups.values() for start in range(0, len(members), size)]

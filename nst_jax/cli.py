@@ -18,8 +18,9 @@ from typing import Any, NoReturn
 import numpy as np
 from absl import flags
 
-from nst_jax import checkpoint, compile_cache, errors, image, job, losses, outputs, report, runner
+from nst_jax import checkpoint, compile_cache, errors, image, losses, outputs, report, runner
 from nst_jax import config as cfg_lib
+from nst_jax import record as record_lib
 from nst_jax.errors import UserError
 
 EXIT_USER_ERROR = errors.EXIT_USER_ERROR
@@ -184,7 +185,7 @@ def tee(*callbacks: Any) -> Any:
 def run_one(config: Any, preview: bool = False, *, multihost: bool = False, coordinator_address: str | None = None,
             num_processes: int | None = None, process_id: int | None = None) -> int:
     """Runs one style transfer from a config and writes its outputs. Returns the exit status of the run's
-    status (:data:`nst_jax.job.EXIT_CODES`): 0 done, 2 user error or non-finite energy (message printed, the
+    status (:data:`nst_jax.record.EXIT_CODES`): 0 done, 2 user error or non-finite energy (message printed, the
     last finite image and its record written), 130 interrupted (checkpoint and current image written).
     ``preview``: serve the live preview page (:func:`preview_page`) during the run. ``multihost`` (with
     ``config.shard_image``): join ``jax.distributed`` and split the image over every process's devices; every
@@ -229,7 +230,7 @@ def run_one(config: Any, preview: bool = False, *, multihost: bool = False, coor
                     print(f"{e}; current image in {config.output}", file=sys.stderr, flush=True)
                 if page:
                     page.finish("interrupted", f"{e}; current image in {config.output}")
-                return job.EXIT_CODES[e.record["status"]]
+                return record_lib.EXIT_CODES[e.record["status"]]
             if page:
                 page.finish("done", f"finished; writing {config.output}")
         if lead:
@@ -239,7 +240,7 @@ def run_one(config: Any, preview: bool = False, *, multihost: bool = False, coor
     except UserError as e:
         fail(str(e))
     if not lead:
-        return job.EXIT_CODES[record["status"]]
+        return record_lib.EXIT_CODES[record["status"]]
     w = record["weights"]
     print(f"wrote {config.output} and {outputs.record_path(config.output)} ({report.summary(record)}; weights "
           f"{w['source']} {os.path.basename(w['path'])} sha256 {w['sha256'][:12]}; origin: {w['origin']})",
@@ -247,7 +248,7 @@ def run_one(config: Any, preview: bool = False, *, multihost: bool = False, coor
     if snapshots:
         shown = snapshots[0] if len(snapshots) == 1 else f"{snapshots[0]} ... {os.path.basename(snapshots[-1])}"
         print(f"snapshots: {shown} ({len(snapshots)} file(s), every {config.save_every} steps)", file=sys.stderr)
-    return job.EXIT_CODES[record["status"]]
+    return record_lib.EXIT_CODES[record["status"]]
 
 
 def _check_every_process_has(ckpt: str) -> None:
@@ -336,7 +337,7 @@ def run_batch(
     if summary.interrupted:
         print(f"interrupted: {len(summary.written)} job(s) written this time; rerun the same command to finish "
               f"the rest", file=sys.stderr, flush=True)
-        return job.EXIT_CODES["interrupted"]
+        return record_lib.EXIT_CODES["interrupted"]
     import jax
 
     print(f"process {jax.process_index()}: {len(summary.written)} written, {len(summary.skipped)} skipped "
@@ -345,4 +346,4 @@ def run_batch(
         fail(f"the energy became non-finite in {len(summary.nonfinite)} job(s): "
              f"{', '.join(summary.nonfinite)} (try a smaller --lr; rerunning skips them: delete their "
              f".json to retry)")
-    return job.EXIT_CODES["done"]
+    return record_lib.EXIT_CODES["done"]

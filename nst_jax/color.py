@@ -194,11 +194,6 @@ def recombine_luminance(result_rgb: Any, content_rgb: Any, *, clip: bool = True)
 # Colour histogram matching
 
 
-def color_moments(rgb: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (3,) and covariance (3, 3) of the pixel colours of ``rgb`` (..., 3); population (1/M), float64."""
-    return _moments(_as_numpy(rgb, "rgb"))
-
-
 def _moments(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = rgb.reshape(-1, 3).astype(np.float64)
     mu = x.mean(axis=0)

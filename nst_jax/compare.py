@@ -44,9 +44,9 @@ flags.DEFINE_bool("preview", False, "Serve a live preview page on 127.0.0.1 (add
 FLAGS = flags.FLAGS
 
 
-def method_configs(base, methods: str) -> list[tuple[str, object]]:
-    """(label, config) per entry of ``methods`` (comma-separated; a fusion joins its methods with ``+``, as
-    ``--kernel`` does); fusions get equal kernel weights."""
+def method_configs(base, methods: str) -> list[tuple[str, cfg_lib.RunSpec]]:
+    """(label, parsed config) per entry of ``methods`` (comma-separated; a fusion joins its methods with ``+``,
+    as ``--kernel`` does); fusions get equal kernel weights."""
     out = []
     for label in [m.strip() for m in methods.split(",") if m.strip()]:
         parts = [p.strip() for p in label.split("+")]
@@ -54,8 +54,7 @@ def method_configs(base, methods: str) -> list[tuple[str, object]]:
         with cfg.unlocked():
             cfg.kernel = "+".join(parts)
             cfg.kernel_weights = ",".join([f"{1 / len(parts):g}"] * len(parts)) if len(parts) > 1 else ""
-        cfg_lib.parse_terms(cfg)
-        out.append((label, cfg))
+        out.append((label, cfg_lib.parse(cfg)))
     if not out:
         raise ConfigError("--methods is empty")
     return out
@@ -70,8 +69,6 @@ def main(argv: list[str]) -> None:
     try:
         compile_cache.enable(FLAGS.compile_cache)  # before anything is compiled
         runs = method_configs(base, FLAGS.methods)
-        for _, cfg in runs:
-            cfg_lib.check(cfg)
         out_dir = FLAGS.output_dir
         outputs.check_output(os.path.join(out_dir, "sheet.png"), [base.content, *runner.style_inputs(base.style)])
         weights = weights_lib.load(weights_lib.resolve(base.weights or None, base.source))
@@ -81,13 +78,13 @@ def main(argv: list[str]) -> None:
         tiles, curves, summary, results = [], {}, {"runs": {}}, {}
         with cli.StopOnInterrupt() as stop, cli.preview_page(FLAGS.preview, stop, f"nst_jax.compare: {out_dir}") \
                 as page:
-            for i, (label, cfg) in enumerate(runs):
+            for i, (label, spec) in enumerate(runs):
                 print(f"== {label}", file=sys.stderr, flush=True)
                 out = os.path.join(out_dir, label + ".png")
                 if page:
                     page.begin(label, f"method {i + 1} of {len(runs)}")
                 try:
-                    result, record = runner.stylize(base.content or None, base.style or None, cfg, weights=weights,
+                    result, record = runner.stylize(base.content or None, base.style or None, spec, weights=weights,
                                                     progress=cli.tee(report.ProgressBar(), page and page.progress),
                                                     on_image=page and page.image, should_stop=stop)
                 except runner.Interrupted as e:
@@ -117,7 +114,7 @@ def main(argv: list[str]) -> None:
             print("== cross-evaluation", file=sys.stderr, flush=True)
             t0 = time.time()
             table = evaluate.cross_distances(
-                cfg_lib.problem(base), weights.params, weights.source,
+                runs[0][1].problem(), weights.params, weights.source,  # its layers and pooling
                 {name: cls.from_config(base) for name, cls in losses.REGISTRY.items()}, content_rgb, styles[0][0],
                 results)
             metrics_note = (f"Distance of each result to the style image (the first style) at "

@@ -10,6 +10,7 @@ from the config here too.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from collections.abc import Sequence
@@ -79,8 +80,58 @@ def parse_terms(config: Any) -> tuple[losses.StyleTerm, ...]:
         raise ConfigError(f"--kernel={config.kernel}: {e}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A run's config checked and parsed once, at the boundary (:func:`parse`): what the driver receives.
+
+    ``config`` is the checked config with its step count resolved (what the run record shows and the I/O
+    reads); ``terms`` the style terms with their methods; ``style_weight`` the run's resolved style weight.
+    """
+
+    config: Any
+    terms: tuple[losses.StyleTerm, ...]
+    style_weight: float
+
+    def problem(self, blend: tuple[float, ...] = (1.0,)) -> transfer.Problem:
+        """The :class:`~nst_jax.transfer.Problem` of the run, with the styles' blend weights."""
+        c = self.config
+        return transfer.Problem(
+            content_layers=tuple(csv(c.content_layers)),
+            style_layers=tuple(csv(c.style_layers)),
+            layer_weights=tuple(floats(c.layer_weights, "layer_weights")),
+            terms=self.terms,
+            pooling=c.pooling,
+            content_weight=float(c.content_weight),
+            tv_weight=float(c.tv_weight),
+            optimizer=c.optimizer,
+            blend=tuple(blend),
+            remat=bool(c.remat),
+            dtype=str(c.dtype),
+            strips=int(c.strips),
+        )
+
+    def settings(self, source: str) -> transfer.StepSettings:
+        """The compiled-in step constants for weights of ``source``."""
+        return _step_settings(self.config, source)
+
+    def chunk_length(self, every: Sequence[int] = ()) -> int:
+        """Steps per dispatch (:func:`chunk_length`)."""
+        return chunk_length(self.config, every)
+
+
+def parse(config: Any) -> RunSpec:
+    """The :class:`RunSpec` of ``config``, every value checked (:class:`ConfigError` for one no run can use)."""
+    terms = _check(config)
+    return RunSpec(with_default_steps(config), terms, style_weight(config))
+
+
 def check(config: Any) -> None:
-    """Raises :class:`ConfigError` for values no run can use."""
+    """Raises :class:`ConfigError` for values no run can use (:func:`parse` without its result)."""
+    _check(config)
+
+
+def _check(config: Any) -> tuple[losses.StyleTerm, ...]:
+    """Raises :class:`ConfigError` for values no run can use; returns the style terms it parsed."""
     def positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
         if value is None or not isinstance(value, int) or value < (0 if allow_zero else 1):
             raise ConfigError(f"--{name}={value}: must be an integer {'>= 0' if allow_zero else '>= 1'}")
@@ -152,6 +203,7 @@ def check(config: Any) -> None:
                     f"{head[0]}'s samples at once; strips work with the methods computed from sums ("
                     f"{', '.join(streamable_methods())}; poly with d=2, "
                     f"full or unbiased) at the layers up to {strips.HEAD_END}: use --strips=1 or deeper style layers")
+    return terms
 
 
 def streamable_methods() -> list[str]:
@@ -253,25 +305,18 @@ def style_weight(config: Any) -> float:
 
 
 def problem(config: Any, blend: tuple[float, ...] = (1.0,)) -> transfer.Problem:
-    """The :class:`~nst_jax.transfer.Problem` a (checked) config describes, with the styles' blend weights."""
-    return transfer.Problem(
-        content_layers=tuple(csv(config.content_layers)),
-        style_layers=tuple(csv(config.style_layers)),
-        layer_weights=tuple(floats(config.layer_weights, "layer_weights")),
-        terms=parse_terms(config),
-        pooling=config.pooling,
-        content_weight=float(config.content_weight),
-        tv_weight=float(config.tv_weight),
-        optimizer=config.optimizer,
-        blend=tuple(blend),
-        remat=bool(config.remat),
-        dtype=str(config.dtype),
-        strips=int(config.strips),
-    )
+    """``parse(config).problem(blend)``: for scripts and tests that hold a config (the driver gets a
+    :class:`RunSpec`)."""
+    return parse(config).problem(blend)
 
 
 def step_settings(config: Any, source: str) -> transfer.StepSettings:
-    """The compiled-in step constants of a (checked) config for weights of ``source``."""
+    """``parse(config).settings(source)``: for scripts and tests that hold a config."""
+    return parse(config).settings(source)
+
+
+def _step_settings(config: Any, source: str) -> transfer.StepSettings:
+    """The compiled-in step constants of a checked config for weights of ``source``."""
     low, high = image.pixel_range(source)
     sgd = config.sgd
     return transfer.StepSettings(

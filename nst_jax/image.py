@@ -234,3 +234,23 @@ def save_image(path: str, rgb: np.ndarray, *, quality: int = 95) -> None:
     img = Image.fromarray(to_uint8(rgb), mode="RGB")
     kwargs = {"quality": quality} if SAVE_FORMATS[ext] == "JPEG" else {}
     write_atomic(path, lambda f: img.save(f, format=SAVE_FORMATS[ext], **kwargs), what="output")
+
+
+def to_rgb(x: np.ndarray, source: str) -> np.ndarray:
+    """A preprocessed image back to (H, W, 3) float32 RGB in [0, 1]."""
+    return np.clip(np.asarray(deprocess(jnp.asarray(x), source)), 0.0, 1.0).astype(np.float32)
+
+
+def denoise(rgb: np.ndarray, weight: float) -> np.ndarray:
+    """The official code's final TV denoising of a saved image: scikit-image's ``denoise_tv_chambolle`` with
+    ``weight`` (the official 0.02) over the colour channels, clipped to [0, 1]; ``weight`` 0: ``rgb`` as is.
+
+    rgb: (H, W, 3) float32 RGB in [0, 1] -> the same shape and type. scikit-image is the optional extra
+    ``paper`` (``pip install -e '.[paper]'``); :func:`nst_jax.config.check` says so before a run needs it.
+    """
+    if not weight:
+        return rgb
+    from skimage.restoration import denoise_tv_chambolle  # optional: only runs that denoise need it
+
+    out = denoise_tv_chambolle(np.asarray(rgb, np.float64), weight=float(weight), channel_axis=-1)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

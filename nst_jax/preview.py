@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nst_jax.job import Progress
+from nst_jax.loop import Progress
 
 STOP_HEADER = "X-NST-Preview"
 MAX_POINTS = 1000
@@ -85,7 +85,7 @@ class Preview:
             self._state.update(label=label, part=part, step=0, status="running", it_per_s=None, eta_s=None)
 
     def progress(self, p: Progress) -> None:
-        """The run's ``progress`` callback (a :class:`nst_jax.job.Progress` after each chunk)."""
+        """The run's ``progress`` callback (a :class:`nst_jax.loop.Progress` after each chunk)."""
         step, steps, terms, rate = p.step, p.steps, p.losses, p.rate
         with self._lock:
             if not self._series or (p.scales > 1 and self._scale != p.scale + 1):

@@ -1,6 +1,6 @@
 """What a run tells its user: the progress bar and the one-line summary of a finished run.
 
-Both read only what the run computed (:class:`nst_jax.job.Progress` after each chunk, the run record at the
+Both read only what the run computed (:class:`nst_jax.loop.Progress` after each chunk, the run record at the
 end), so what they print is what happened: the bar's losses are those of the step it shows, and the summary
 counts the steps and seconds of this process and of the whole run (every scale, every process of a resumed
 run).
@@ -12,14 +12,14 @@ import sys
 import time
 from typing import Any, TextIO
 
-from nst_jax.job import Progress
+from nst_jax.loop import Progress
 
 SHOWN_TERMS = ("total", "content", "style", "tv")
 
 
 class ProgressBar:
     """A one-line live bar on a terminal (a line per update otherwise): label, step, the loss terms at that
-    step, it/s, ETA. Call it with each :class:`~nst_jax.job.Progress`; a new label (the next scale of a
+    step, it/s, ETA. Call it with each :class:`~nst_jax.loop.Progress`; a new label (the next scale of a
     coarse-to-fine run, the next batch round) starts a new line."""
 
     def __init__(self, stream: TextIO | None = None, width: int = 24):

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import checkpoint, color, demo, image, job, masks, shard, transfer
+from nst_jax import checkpoint, color, demo, image, job, loop, masks, shard, transfer
 from nst_jax import config as cfg_lib
+from nst_jax import record as record_lib
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ImageError, UserError
 
@@ -96,7 +97,7 @@ def colour_inputs(mode: str, content_rgb: np.ndarray, style_rgbs: list[np.ndarra
     return content_rgb, style_rgbs
 
 
-ProgressFn = Callable[[job.Progress], None]
+ProgressFn = Callable[[loop.Progress], None]
 SnapshotFn = Callable[[int, np.ndarray], None]
 
 
@@ -125,9 +126,10 @@ def stylize(
     Args:
       content: image file path, (H, W, 3) RGB array in [0, 1], or ``None``/``""`` for the demo image.
       style: likewise, or several (a list, or comma-separated paths) blended with ``config.style_blend``.
-      config: a ``ConfigDict`` as in ``configs/default.py``.
+      config: a ``ConfigDict`` as in ``configs/default.py``, or one already parsed
+        (:class:`nst_jax.config.RunSpec`, :func:`nst_jax.config.parse`).
       weights: loaded VGG-19 weights; default: ``config.weights`` or the cached file.
-      progress: called after every chunk with a :class:`nst_jax.job.Progress` (the step, the loss terms at
+      progress: called after every chunk with a :class:`nst_jax.loop.Progress` (the step, the loss terms at
         it, the rate, the scale); ``True``: a progress bar on stderr (:class:`nst_jax.report.ProgressBar`);
         ``None``/``False``: silent.
       snapshot: called with (step, RGB image) every ``config.save_every`` steps (of the last scale).
@@ -152,6 +154,8 @@ def stylize(
       UserError: bad inputs or config (one-line message); NonFiniteLoss carries the last finite image in
         ``.image`` and the partial record in ``.record``.
     """
+    if isinstance(config, cfg_lib.RunSpec) and (content_mask is not None or style_mask is not None):
+        config = config.config  # masks change the config: parsed again below
     if content_mask is not None or style_mask is not None:
         config = config.copy_and_resolve_references()
         with config.unlocked():
@@ -159,8 +163,8 @@ def stylize(
                 config.content_mask = content_mask
             if style_mask is not None:
                 config.style_mask = style_mask if isinstance(style_mask, str) else ",".join(style_mask)
-    cfg_lib.check(config)
-    config = cfg_lib.with_default_steps(config)
+    spec = config if isinstance(config, cfg_lib.RunSpec) else cfg_lib.parse(config)  # the run's one parse
+    config = spec.config
     started = time.time()
     if progress is True:
         from nst_jax import report  # the display, only for callers that ask for it
@@ -187,11 +191,11 @@ def stylize(
         run_content, run_styles = colour_inputs(config.preserve_colors, content_rgb, style_rgbs)
         init_rgb = None if result is None else image.resize(result, content_rgb.shape[:2])
         last = k == len(sizes) - 1
-        inputs = job.JobInputs(config, run_content, run_styles, content_desc, [d for _, d in styles_full], init_rgb,
+        inputs = job.JobInputs(spec, run_content, run_styles, content_desc, [d for _, d in styles_full], init_rgb,
                                run_masks[k])
         try:
             result, record = _run_scale(
-                inputs, config, weights, blend, scale=k, scales=len(sizes), progress=progress,
+                inputs, weights, blend, scale=k, scales=len(sizes), progress=progress,
                 snapshot=snapshot if last else None,
                 # On resume, the scales before the checkpoint's are replayed (deterministically) without
                 # touching it; the checkpoint's own scale continues from it.
@@ -251,7 +255,6 @@ def _finish_colour(config: Any, rgb: np.ndarray, content_full: np.ndarray, size:
 
 def _run_scale(
     job_inputs: job.JobInputs,
-    config: Any,
     weights: weights_lib.Weights,
     blend: tuple[float, ...],
     *,
@@ -266,15 +269,16 @@ def _run_scale(
     on_image: SnapshotFn | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One optimisation at one size (:func:`nst_jax.job.run`) with progress, snapshots and checkpoints."""
-    problem = cfg_lib.problem(config, blend)
+    spec, config = job_inputs.spec, job_inputs.config
+    problem = spec.problem(blend)
     if job_inputs.masks is not None:
         problem = dataclasses.replace(problem, regions=job_inputs.masks.names)
     content_rgb, style_rgbs = job_inputs.content, job_inputs.styles
     job_inputs.check_sizes(problem)
     if on_ready is not None:
         on_ready()
-    settings = cfg_lib.step_settings(config, weights.source)
-    length = cfg_lib.chunk_length(config, (config.save_every, config.checkpoint_every if checkpoint_path else 0))
+    settings = spec.settings(weights.source)
+    length = spec.chunk_length((config.save_every, config.checkpoint_every if checkpoint_path else 0))
     fp = checkpoint.fingerprint(
         dict(config.to_dict(), scale=scale, **({} if job_inputs.masks is None else {"masks": job_inputs.masks.digest})),
         weights.sha256, content_rgb.shape[:2],
@@ -301,21 +305,21 @@ def _run_scale(
         return job.Resumed(saved.carry, jax.random.wrap_key_data(jnp.asarray(saved.key)),
                            saved.factors, saved.history, saved.run_s)
 
-    estimates = job.estimated_terms(problem)  # the same for every chunk of the run
+    estimates = record_lib.estimated_terms(problem)  # the same for every chunk of the run
 
-    def after_chunk(c: job.Chunk) -> bool:
+    def after_chunk(c: loop.Chunk) -> bool:
         tracker, state, steps = c.trackers[0], c.state, int(config.steps)
         step, stopped = tracker.step, bool(state.stopped)
         if progress is not None:
             hw = tuple(content_rgb.shape[:2])
-            progress(job.Progress(step, steps, tracker.latest(), (step - c.start_step) / max(c.elapsed_s, 1e-9),
+            progress(loop.Progress(step, steps, tracker.latest(), (step - c.start_step) / max(c.elapsed_s, 1e-9),
                                   c.start_step, scale, scales, hw,
                                   f"scale {scale + 1}/{scales}, {hw[1]}x{hw[0]}" if scales > 1 else "",
                                   estimates))
         if snapshot is not None and config.save_every and step % config.save_every == 0 and step < steps:
-            snapshot(step, job.to_rgb(tracker.last_finite, weights.source))
+            snapshot(step, image.to_rgb(tracker.last_finite, weights.source))
         if on_image is not None:
-            on_image(step, job.to_rgb(tracker.last_finite, weights.source))
+            on_image(step, image.to_rgb(tracker.last_finite, weights.source))
         stop_now = should_stop is not None and should_stop()
         if rows is not None:  # over several processes: all stop (and checkpoint) at the same step
             stop_now = rows.agree(stop_now)
@@ -326,11 +330,10 @@ def _run_scale(
                             history=tracker.history, scale=scale, run_s=c.before_s + c.elapsed_s)
         return stop_now
 
-    placement = None if rows is None else job.Placement(image=rows)
-    ((result, record),) = job.run(problem, settings, length, [job_inputs], weights, placement=placement,
+    ((result, record),) = job.run(problem, settings, length, [job_inputs], weights, placement=rows,
                                   resume=resume_from if checkpoint_path and resume else None,
                                   after_chunk=after_chunk)
-    if placement is not None:
+    if rows is not None:
         record["shard_image"] = {"devices": rows.devices, "processes": rows.processes, "rows": rows.rows,
                                  "padded_rows": rows.padded, "rows_per_device": rows.padded // rows.devices}
     if record["status"] == "interrupted":

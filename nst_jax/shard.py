@@ -37,6 +37,7 @@ already gives each device jobs of its own): :func:`nst_jax.config.check` and the
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nst_jax import job, transfer
+from nst_jax import transfer
 
 MESH_AXIS = "rows"
 
@@ -110,8 +111,21 @@ class ImageRows:
         padded = self.pad(tree)
         return jax.tree.map(lambda a: _put(a, self.sharding(a)), padded)
 
+    def stacked(self, tree: Any) -> Any:
+        """The run's arrays (a job axis of one) placed as :meth:`put` does (:class:`nst_jax.placement.Placement`)."""
+        return self.put(tree)
+
     def replicated(self, tree: Any) -> Any:
         return jax.tree.map(lambda a: _put(a, NamedSharding(self.mesh, P())), tree)
+
+    def readable(self, tree: Any) -> Any:
+        """What a callback after a chunk reads: the arrays on the host, the rows gathered (:meth:`host`)."""
+        return self.host(tree)
+
+    def function(self, name: str, problem: transfer.Problem) -> Any:
+        """The compiled function ``name`` (``targets``, ``norms`` or ``energy``) of this layout."""
+        fn = {"targets": self.targets, "norms": self.gradient_norms, "energy": self.energy}[name]
+        return functools.partial(fn, problem)
 
     def host(self, tree: Any) -> Any:
         """A tree of placed arrays on the host (NumPy), image-shaped leaves cut to the image's rows. Over several
@@ -156,7 +170,7 @@ class ImageRows:
 
     def compile_chunk(self, problem: transfer.Problem, settings: transfer.StepSettings, length: int,
                       state: transfer.LoopState, params: Any, tgt: Any, scales: Any, key: jax.Array) -> Any:
-        """The compiled chunk of steps with its report (:func:`nst_jax.job.chunk_report`), called as
+        """The compiled chunk of steps with its report (:func:`nst_jax.transfer.chunk_report`), called as
         ``compiled(state, params, tgt, scales, key)`` with the state placed by :meth:`put` (and donated)."""
         with jax.set_mesh(self.mesh):
             return _CHUNK.lower(self, problem, settings, length, state, params, tgt, scales, key).compile()
@@ -236,7 +250,7 @@ def _energy(layout: ImageRows, problem: transfer.Problem, params: Any, tgt: Any,
 def _chunk(layout: ImageRows, problem: transfer.Problem, settings: transfer.StepSettings, length: int,
            state: transfer.LoopState, params: Any, tgt: Any, scales: Any, key: jax.Array) -> Any:
     def one(st, p, t, s):
-        return _stack(job.chunk_report(problem, settings, length, _one(st), p, _one(t), _one(s), key))
+        return _stack(transfer.chunk_report(problem, settings, length, _one(st), p, _one(t), _one(s), key))
     return _wrap(one, layout, state, params, tgt, scales)
 
 

@@ -149,33 +149,36 @@ def energy(
         content = sum(losses.content_loss(feats[name], tgt["content"][name]) for name in problem.content_layers)
         samples = {name: losses.to_samples(feats[name]) for name in problem.style_layers}
     content = scales["content"] * content
+    style, parts = style_energy(problem, tgt, samples, key, scales["style"])
+    tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
+    return content + style + tv, {"content": content, "style": style, "tv": tv, **parts}
+
+
+def style_energy(problem: Problem, tgt: Mapping[str, Any], samples: Mapping[str, Any], key: jax.Array | None,
+                 scales: Mapping[tuple[int, str], Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The style energy of the layers' ``samples`` (or their sums) and its named parts: ``style:<method>`` per
+    term of a fusion, ``style@<colour>`` per region of a masked problem (:func:`nst_jax.losses.fused_region_loss`).
+
+    ``scales``: {(term_index, layer): multiplier}. Returns (scalar, {name: scalar})."""
+    layer_weights = dict(zip(problem.style_layers, problem.layer_weights, strict=True))
     if problem.regions:
-        return _region_energy(problem, tgt, scales, x, key, include_tv, content, samples)
-    style, per_term = losses.fused_style_loss(
-        samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
-        key=key, scales=scales["style"],
-    )
-    tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
-    terms = {"content": content, "style": style, "tv": tv}
-    if len(problem.terms) > 1:
-        terms.update({f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)})
-    return content + style + tv, terms
+        style, per_term, per_region = losses.fused_region_loss(
+            samples, tgt["style"], problem.terms, layer_weights, tgt["regions"], key=key, scales=scales)
+        regions = {f"style@{name}": per_region[r] for r, name in enumerate(problem.regions)}
+    else:
+        style, per_term = losses.fused_style_loss(samples, tgt["style"], problem.terms, layer_weights, key=key,
+                                                  scales=scales)
+        regions = {}
+    fused = {f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)} if len(problem.terms) > 1 \
+        else {}
+    return style, {**fused, **regions}
 
 
-def _region_energy(problem: Problem, tgt: Mapping[str, Any], scales: Mapping[str, Any], x: jax.Array,
-                   key: jax.Array, include_tv: bool, content: jax.Array, samples: Mapping[str, Any]
-                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """:func:`energy` of a masked problem: the style loss per region, each region's part as ``style@<colour>``."""
-    style, per_term, per_region = losses.fused_region_loss(
-        samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
-        tgt["regions"], key=key, scales=scales["style"],
-    )
-    tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
-    terms = {"content": content, "style": style, "tv": tv}
-    if len(problem.terms) > 1:
-        terms.update({f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)})
-    terms.update({f"style@{name}": per_region[r] for r, name in enumerate(problem.regions)})
-    return content + style + tv, terms
+def single_term(problem: Problem, tgt: Mapping[str, Any], i: int) -> tuple[Problem, dict[str, Any]]:
+    """The problem with its style term ``i`` alone at weight 1, and the targets of that term."""
+    term = dataclasses.replace(problem.terms[i], weight=1.0)
+    single_tgt = {**tgt, "style": {n: [tgt["style"][n][i]] for n in problem.style_layers}}
+    return dataclasses.replace(problem, terms=(term,)), single_tgt
 
 
 def _strip_features(problem: Problem, params: Any, tgt: Mapping[str, Any], x: jax.Array
@@ -229,20 +232,16 @@ def gradient_norms(
     Returns:
       (1 + number of terms,) float32: [content, term 0, term 1, ...].
     """
+    singles = [single_term(problem, tgt, i) for i in range(len(problem.terms))]
     if problem.strips > 1:
         zero = jnp.zeros((), jnp.float32)
         parts = [(problem, tgt, {"content": jnp.ones((), jnp.float32), "style": {k: zero for k in base}})]
-        for i, term in enumerate(problem.terms):
-            single = dataclasses.replace(problem, terms=(dataclasses.replace(term, weight=1.0),))
-            single_tgt = {"content": tgt["content"], "style": {n: [tgt["style"][n][i]] for n in problem.style_layers},
-                          **({"regions": tgt["regions"]} if problem.regions else {})}
-            parts.append((single, single_tgt,
-                          {"content": zero, "style": {(0, n): base[(i, n)] for n in problem.style_layers}}))
+        parts += [(single, single_tgt, {"content": zero, "style": {(0, n): base[(i, n)] for n in problem.style_layers}})
+                  for i, (single, single_tgt) in enumerate(singles)]
         grads = [jax.grad(lambda x, p=p, t=t, s=s: energy(p, params, t, s, x, key, include_tv=False)[0])(x_ref)
                  for p, t, s in parts]
         return jnp.stack([jnp.sqrt(jnp.sum(jnp.square(g))) for g in grads])
     feats, pullback = jax.vjp(lambda x: features(problem, params, x), x_ref)
-    layer_weights = dict(zip(problem.style_layers, problem.layer_weights, strict=True))
 
     def content_of(f):
         return sum(losses.content_loss(f[n], tgt["content"][n]) for n in problem.content_layers)
@@ -250,17 +249,9 @@ def gradient_norms(
     def style_of(i):
         def fn(f):
             samples = {n: losses.to_samples(f[n]) for n in problem.style_layers}
-            if problem.regions:
-                return losses.fused_region_loss(
-                    samples, {n: [tgt["style"][n][i]] for n in problem.style_layers},
-                    [dataclasses.replace(problem.terms[i], weight=1.0)], layer_weights, tgt["regions"], key=key,
-                    scales={(0, n): base[(i, n)] for n in problem.style_layers},
-                )[0]
-            return losses.fused_style_loss(
-                samples, {n: [tgt["style"][n][i]] for n in problem.style_layers},
-                [dataclasses.replace(problem.terms[i], weight=1.0)], layer_weights, key=key,
-                scales={(0, n): base[(i, n)] for n in problem.style_layers},
-            )[0]
+            single, single_tgt = singles[i]
+            multipliers = {(0, n): base[(i, n)] for n in problem.style_layers}
+            return style_energy(single, single_tgt, samples, key, multipliers)[0]
         return fn
 
     norms = []
@@ -268,7 +259,6 @@ def gradient_norms(
         (g_x,) = pullback(jax.grad(fn)(feats))
         norms.append(jnp.sqrt(jnp.sum(jnp.square(g_x))))
     return jnp.stack(norms)
-
 
 
 def balance_factors(norms: Any) -> list[float]:
@@ -293,7 +283,7 @@ class StepSettings:
       sgd_tv: that TV gradient's form, ``"free"`` or ``"official"`` (:func:`nst_jax.optimizers.tv_gradient`).
       stop_tol: early stop when the image's relative change falls below it (0: never).
       project: clip the image to [low, high] after every update; False: never while optimising (the official
-        code, which clips only the saved image; :func:`nst_jax.job.to_rgb` does that here).
+        code, which clips only the saved image; :func:`nst_jax.image.to_rgb` does that here).
     """
 
     steps: int
@@ -458,3 +448,14 @@ def each_job(fn: Callable[..., Any], in_axes: Sequence[int | None], unroll: bool
         return jax.lax.map(one, stacked)
 
     return mapped
+
+
+def chunk_report(problem: Problem, settings: StepSettings, length: int, state: LoopState,
+                 params: Any, tgt: Any, scales: Any, key: jax.Array
+                 ) -> tuple[LoopState, dict[str, jax.Array], dict[str, jax.Array]]:
+    """:func:`chunk`, then the energy terms at the image it ends on (with that step's key):
+    what the progress bar shows for the step it reports, and after the last chunk the run's final energy.
+
+    Returns (the new state, {term: (length,)} before each step, {"total", term...: scalar} at the new state).
+    One forward pass more per chunk (``benchmarks/report_cost.py`` measures its cost)."""
+    return chunk(problem, settings, length, state, params, tgt, scales, key, report=True)

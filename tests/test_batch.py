@@ -55,7 +55,7 @@ def test_jobs_are_contents_x_styles_x_methods_sorted(tmp_path):
 @pytest.mark.parametrize("n_jobs,count", [(8, 1), (8, 2), (7, 3), (2, 4), (0, 2)])
 def test_process_shares_are_disjoint_and_complete(n_jobs, count):
     jobs = [batch.Job(f"c{i}.png", "s.png", "gram", f"o{i}.png") for i in range(n_jobs)]
-    shares = [batch.process_share(jobs, p, count) for p in range(count)]
+    shares = [[job for _, job in batch.process_share(jobs, p, count)] for p in range(count)]
     flat = [j for share in shares for j in share]
     assert sorted(flat, key=jobs.index) == jobs and len(flat) == len(set(flat))
     assert all(jobs.index(j) % count == p for p, share in enumerate(shares) for j in share)

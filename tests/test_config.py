@@ -8,7 +8,7 @@ import pytest
 from configs import default
 from configs import test as test_config
 from nst_jax import config as config_lib
-from nst_jax import job, losses
+from nst_jax import job, losses, placement
 from nst_jax.errors import ConfigError
 
 
@@ -132,7 +132,7 @@ def test_equal_configs_share_one_compiled_step_and_any_setting_change_recompiles
 
     loaded = weights.load(random_weights)
     executables = []
-    real = job._batched
+    real = placement._batched
 
     class Spy:  # records the executable each run compiles
         def __init__(self, compiled):
@@ -151,7 +151,7 @@ def test_equal_configs_share_one_compiled_step_and_any_setting_change_recompiles
         def __call__(self, *args, **kwargs):
             return self.compiled(*args, **kwargs)
 
-    monkeypatch.setattr(job, "_batched", lambda name, *args: Spy(real(name, *args)) if name == "chunk"
+    monkeypatch.setattr(placement, "_batched", lambda name, *args: Spy(real(name, *args)) if name == "chunk"
                         else real(name, *args))
     fields = {"kernel": "gram", "size": 16, "steps": 2, "chunk": 2, "style_layers": "relu1_1", "layer_weights": "1",
               "content_layers": "relu1_1", "balance": "none"}
@@ -159,7 +159,7 @@ def test_equal_configs_share_one_compiled_step_and_any_setting_change_recompiles
     for lr in (0.05, 0.05, 0.07):  # two equal configs built separately, then another learning rate
         c = make(**fields, lr=lr)
         job.run(config_lib.problem(c), config_lib.step_settings(c, loaded.source), 2,
-                [job.JobInputs(c, rgb, [rgb], "content", ["style"])], loaded)
+                [job.JobInputs(config_lib.parse(c), rgb, [rgb], "content", ["style"])], loaded)
     assert executables[0] is executables[1]
     assert executables[2] is not executables[0]
 

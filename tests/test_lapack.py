@@ -5,7 +5,7 @@ import threadpoolctl
 
 from configs import test as test_config
 from nst_jax import config as config_lib
-from nst_jax import demo, job, lapack
+from nst_jax import demo, job, lapack, loop
 from nst_jax import weights as weights_lib
 
 
@@ -36,13 +36,13 @@ def test_a_run_computes_its_steps_under_the_limit_and_restores_it(random_weights
     rgb = np.asarray(demo.content_image(16), np.float32)
     seen = []
 
-    def after_chunk(chunk: job.Chunk) -> bool:
+    def after_chunk(chunk: loop.Chunk) -> bool:
         seen.append(blas_threads())
         return False
 
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         ((_, record),) = job.run(config_lib.problem(c), config_lib.step_settings(c, loaded.source), 1,
-                                 [job.JobInputs(c, rgb, [rgb[::-1]], "content", ["style"])], loaded,
+                                 [job.JobInputs(config_lib.parse(c), rgb, [rgb[::-1]], "content", ["style"])], loaded,
                                  after_chunk=after_chunk)
         after = blas_threads()
     assert record["status"] == "done"

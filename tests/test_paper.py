@@ -30,7 +30,7 @@ import pytest
 
 from configs import paper_caffe
 from nst_jax import config as config_lib
-from nst_jax import demo, image, job, losses, optimizers, transfer
+from nst_jax import demo, image, job, loop, losses, optimizers, transfer
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ConfigError
 from tests.conftest import run_converter
@@ -274,13 +274,13 @@ def run_paper(config, weights, content_rgb, style_rgb) -> tuple[dict, list[np.nd
     keys = job.keys(config.seed)
     states = [np.asarray(job.initial_image(config.init, content_rgb, keys.init, weights.source))]
 
-    def keep(c: job.Chunk) -> bool:
+    def keep(c: loop.Chunk) -> bool:
         states.append(np.array(c.state.x, copy=True))  # a copy: the next chunk reuses the donated buffers
         return False
 
-    ((_, record),) = job.run(config_lib.problem(config), config_lib.step_settings(config, weights.source),
-                             config_lib.chunk_length(config),
-                             [job.JobInputs(config, content_rgb, [style_rgb], "demo content", ["demo style"])],
+    spec = config_lib.parse(config)
+    ((_, record),) = job.run(spec.problem(), spec.settings(weights.source), spec.chunk_length(),
+                             [job.JobInputs(spec, content_rgb, [style_rgb], "demo content", ["demo style"])],
                              weights, after_chunk=keep)
     return record, states
 
@@ -538,10 +538,10 @@ def test_the_saved_image_is_tv_denoised(caffe_weights, images):
     for weight in (0.0, 0.02):
         config = paper_config("linear", steps=2)
         config.sgd.denoise = weight
-        config_lib.check(config)
-        ((out[weight], _),) = job.run(config_lib.problem(config), config_lib.step_settings(config, "caffe"), 1,
-                                      [job.JobInputs(config, content_rgb, [style_rgb], "c", ["s"])], caffe_weights)
+        spec = config_lib.parse(config)
+        ((out[weight], _),) = job.run(spec.problem(), spec.settings("caffe"), 1,
+                                      [job.JobInputs(spec, content_rgb, [style_rgb], "c", ["s"])], caffe_weights)
     want = np.clip(denoise_tv_chambolle(out[0.0].astype(np.float64), weight=0.02, channel_axis=-1), 0, 1)
     np.testing.assert_allclose(out[0.02], want, atol=1e-6)
     assert np.abs(out[0.02] - out[0.0]).max() > 1e-4
-    assert job.denoise(out[0.0], 0.0) is out[0.0]
+    assert image.denoise(out[0.0], 0.0) is out[0.0]

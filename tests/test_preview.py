@@ -28,7 +28,7 @@ from PIL import Image
 
 from configs import test as test_config
 from nst_jax import cli, preview, runner
-from nst_jax.job import Progress
+from nst_jax.loop import Progress
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

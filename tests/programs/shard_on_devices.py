@@ -112,7 +112,7 @@ tgt = transfer.targets(problem, loaded.params, x0, [x0])
 base = transfer.paper_scales(problem, loaded.params, x0)
 scales = jax.tree.map(lambda a: a[0], job.multipliers(1.0, 1.0, [[1.0]], base))
 key = jax.random.key(0)
-single = jax.jit(job.chunk_report, static_argnums=(0, 1, 2)).lower(
+single = jax.jit(transfer.chunk_report, static_argnums=(0, 1, 2)).lower(
     problem, settings, 1, transfer.init_state(problem, settings, x0), loaded.params, tgt, scales, key).compile()
 rows = shard.over(jax.local_devices(), problem, x0.shape)
 problem8 = rows.problem(problem)
