@@ -154,16 +154,7 @@ def stylize(
       UserError: bad inputs or config (one-line message); NonFiniteLoss carries the last finite image in
         ``.image`` and the partial record in ``.record``.
     """
-    if isinstance(config, cfg_lib.RunSpec) and (content_mask is not None or style_mask is not None):
-        config = config.config  # masks change the config: parsed again below
-    if content_mask is not None or style_mask is not None:
-        config = config.copy_and_resolve_references()
-        with config.unlocked():
-            if content_mask is not None:
-                config.content_mask = content_mask
-            if style_mask is not None:
-                config.style_mask = style_mask if isinstance(style_mask, str) else ",".join(style_mask)
-    spec = config if isinstance(config, cfg_lib.RunSpec) else cfg_lib.parse(config)  # the run's one parse
+    spec = _spec(config, content_mask, style_mask)
     config = spec.config
     started = time.time()
     if progress is True:
@@ -210,20 +201,39 @@ def stylize(
                           "steps_started_at": record["steps_started_at"],
                           **{k: record[k] for k in (*SUMMED, "final_losses", "losses")}})
     result = _finish_colour(config, result, content_full, size)
-    # The top level describes the whole run, every scale counted (as the command line's last line says); each
-    # scale's own figures stay under "scales", the losses at the top are the last scale's (the result's).
+    record.update(size_note=size_note, total_s=time.time() - started, preserve_colors=config.preserve_colors,
+                  style={"inputs": [d for _, d in styles_full], "blend": blend, "size": record["style"]["size"]})
+    if config.get("content_mask"):
+        record["masks"] = {"content": config.content_mask, "style": cfg_lib.csv(config.style_mask),
+                           "fallback": config.mask_fallback, "regions_used": run_masks[-1] is not None}
+    return result, _whole_run(record, per_scale)
+
+
+def _spec(config: Any, content_mask: str | None, style_mask: str | list[str] | None) -> cfg_lib.RunSpec:
+    """The run's parsed config (its one parse), with the masks given to :func:`stylize` in place of the
+    config's."""
+    if content_mask is None and style_mask is None:
+        return config if isinstance(config, cfg_lib.RunSpec) else cfg_lib.parse(config)
+    config = (config.config if isinstance(config, cfg_lib.RunSpec) else config).copy_and_resolve_references()
+    with config.unlocked():
+        if content_mask is not None:
+            config.content_mask = content_mask
+        if style_mask is not None:
+            config.style_mask = style_mask if isinstance(style_mask, str) else ",".join(style_mask)
+    return cfg_lib.parse(config)
+
+
+def _whole_run(record: dict[str, Any], per_scale: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last scale's record made the whole run's: the top level counts every scale (as the command line's
+    last line says); each scale's own figures stay under ``scales``, the losses at the top are the last
+    scale's (the result's)."""
     whole = {k: sum(s[k] for s in per_scale) for k in SUMMED}
     record.update(
         whole, steps_started_at=per_scale[0]["steps_started_at"],
         iterations_per_s=whole["steps_this_process"] / whole["run_s"] if whole["run_s"] > 0 else None,
-        size_note=size_note, scales=per_scale, total_s=time.time() - started,
-        preserve_colors=config.preserve_colors,
-        style={"inputs": [d for _, d in styles_full], "blend": blend, "size": record["style"]["size"]},
+        scales=per_scale,
     )
-    if config.get("content_mask"):
-        record["masks"] = {"content": config.content_mask, "style": cfg_lib.csv(config.style_mask),
-                           "fallback": config.mask_fallback, "regions_used": run_masks[-1] is not None}
-    return result, record
+    return record
 
 
 def _masks_per_scale(config: Any, content_full: np.ndarray, styles_full: list[np.ndarray], sizes: list[int],
