@@ -185,6 +185,10 @@ def _check(config: Any) -> tuple[losses.StyleTerm, ...]:
         raise ConfigError(f"--layer_weights={config.layer_weights}: {len(layer_weights)} weight(s) for "
                           f"{len(csv(config.style_layers))} style layer(s)")
     terms = parse_terms(config)
+    for t in terms:
+        if not any(t.method.runs_at(name) for name in csv(config.style_layers)):
+            raise ConfigError(f"--style_layers={config.style_layers}: the {t.name} method runs at none of them; it "
+                              f"runs at {','.join(n for n in vgg.LAYERS if t.method.runs_at(n))}")
     check_masks(config, terms)
     positive_int("strips", config.strips)
     if not isinstance(config.shard_image, bool):

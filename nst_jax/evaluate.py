@@ -57,20 +57,24 @@ def cross_distances(
       D(content image)}}`` with plain floats.
     """
     layers = problem.style_layers
-    style = {n: losses.to_samples(f) for n, f in _features(problem, params, style_rgb, source, layers).items()}
+    style = _features(problem, params, style_rgb, source, layers)
     content_feats = _features(problem, params, content_rgb, source, (*layers, *problem.content_layers))
-    reference = {n: losses.to_samples(content_feats[n]) for n in layers}
+    reference = {n: content_feats[n] for n in layers}
     fns = {}
     for col, method in methods.items():
         per_layer = []
         for li, name in enumerate(layers):
-            m = method.evaluation(reference[name], style[name])
+            if not method.runs_at(name):
+                continue
+            # Each method takes the layer in its form: samples (M, N), or activations (h, w, N) if spatial.
+            m = method.evaluation(losses.layout(method, reference[name]), losses.layout(method, style[name]))
             key = jax.random.fold_in(jax.random.key(SWD_SEED), li)
-            per_layer.append((name, jax.jit(lambda x, t, k, m=m: m.loss(x, t, key=k)), m.target(style[name]), key))
+            per_layer.append((name, jax.jit(lambda x, t, k, m=m: m.loss(losses.layout(m, x), t, key=k)),
+                              m.target(losses.layout(m, style[name])), key))
         fns[col] = per_layer
 
-    def distances(samples: Mapping[str, jax.Array]) -> dict[str, float]:
-        return {col: float(sum(float(fn(samples[name], t, k)) for name, fn, t, k in per_layer))
+    def distances(feats: Mapping[str, jax.Array]) -> dict[str, float]:
+        return {col: float(sum(float(fn(feats[name], t, k)) for name, fn, t, k in per_layer))
                 for col, per_layer in fns.items()}
 
     def content_distance(feats: Mapping[str, jax.Array]) -> float:
@@ -82,7 +86,7 @@ def cross_distances(
     rows = {}
     for label, rgb in results.items():
         feats = _features(problem, params, rgb, source, (*layers, *problem.content_layers))
-        d = distances({n: losses.to_samples(feats[n]) for n in layers})
+        d = distances({n: feats[n] for n in layers})
         rows[label] = {col: d[col] / at_content[col] if at_content[col] > 0 else float("nan") for col in d}
         rows[label]["content"] = content_distance(feats) / far if far > 0 else float("nan")
     return {"columns": [*methods, "content"], "rows": rows, "content_image": at_content}

@@ -108,17 +108,16 @@ def targets(problem: Problem, params: Any, content: jax.Array, styles: Sequence[
     style_feats = [problem.extract(params, s[None], problem.style_layers) for s in styles]
     if problem.regions:
         style = {
-            name: [losses.region_targets(t.method, [losses.to_samples(f[name][0]) for f in style_feats],
-                                         masks["style"][name]) for t in problem.terms]
+            name: [losses.region_targets(t.method, [f[name][0] for f in style_feats], masks["style"][name])
+                   if t.method.runs_at(name) else {} for t in problem.terms]
             for name in problem.style_layers
         }
         return {"content": {name: content_feats[name][0] for name in problem.content_layers}, "style": style,
                 "regions": dict(masks["content"])}
     style = {
         name: [
-            losses.mixture_style_target(
-                t.method, [losses.to_samples(f[name][0]) for f in style_feats], problem.blend
-            )
+            losses.mixture_style_target(t.method, [f[name][0] for f in style_feats], problem.blend)
+            if t.method.runs_at(name) else {}
             for t in problem.terms
         ]
         for name in problem.style_layers
@@ -147,7 +146,7 @@ def energy(
     else:
         feats = features(problem, params, x)
         content = sum(losses.content_loss(feats[name], tgt["content"][name]) for name in problem.content_layers)
-        samples = {name: losses.to_samples(feats[name]) for name in problem.style_layers}
+        samples = {name: feats[name] for name in problem.style_layers}  # each method takes its form (layout)
     content = scales["content"] * content
     style, parts = style_energy(problem, tgt, samples, key, scales["style"])
     tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
@@ -198,7 +197,7 @@ def _strip_features(problem: Problem, params: Any, tgt: Mapping[str, Any], x: ja
         feats = {name: v[0] for name, v in problem.extract(params, end[None], tail, start=strips.TAIL_START).items()}
     content = sum(content_sums[name] if name in content_sums else losses.content_loss(feats[name], tgt["content"][name])
                   for name in problem.content_layers)
-    samples = {name: style_sums[name] if name in style_sums else losses.to_samples(feats[name])
+    samples = {name: style_sums[name] if name in style_sums else feats[name]
                for name in problem.style_layers}
     return content, samples
 
@@ -248,7 +247,7 @@ def gradient_norms(
 
     def style_of(i):
         def fn(f):
-            samples = {n: losses.to_samples(f[n]) for n in problem.style_layers}
+            samples = {n: f[n] for n in problem.style_layers}  # each method takes its form (layout)
             single, single_tgt = singles[i]
             multipliers = {(0, n): base[(i, n)] for n in problem.style_layers}
             return style_energy(single, single_tgt, samples, key, multipliers)[0]

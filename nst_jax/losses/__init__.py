@@ -3,7 +3,8 @@
 One VGG layer's activations of an image, (H, W, N), are M = H*W samples of an N-vector (:func:`to_samples`).
 Gatys' Gram loss is 1/(4 N^2) times the squared maximum mean discrepancy (MMD) of the generated image's samples
 ``x`` (M, N) and the style image's samples ``y`` (M', N) under the kernel k(a, b) = (a . b)^2 (Li et al. 2017,
-theorem 1), so any distance between the two sample distributions can transfer style.
+theorem 1), so any distance between the two sample distributions can transfer style. A method that needs the
+layer's spatial layout (patches) gets the activations (H, W, N) themselves (:func:`layout`).
 
 By concern:
 
@@ -48,6 +49,7 @@ from nst_jax.losses.methods import (
     SampleSums,
     StyleMethod,
     layer_loss,
+    layout,
     paper_scale,
     register,
     streamable,
@@ -75,7 +77,7 @@ __all__ = [
     "BN", "CORAL", "MKMMD", "SWD", "W2", "coral", "covariance", "psd_sqrt", "sliced_wasserstein", "sqrt_trace",
     "w2_gaussian", "ESTIMATORS", "KERNELS", "METHODS", "REGISTRY", "Gaussian", "Gram", "Linear", "Poly", "SampleSums",
     "StyleMethod", "StyleTerm", "bn_loss", "bn_stats", "content_loss", "fused_style_loss", "fused_style_targets",
-    "get_method", "gram", "gram_loss", "layer_loss", "linear_time_pairs", "mixture_samples",
+    "get_method", "gram", "gram_loss", "layer_loss", "layout", "linear_time_pairs", "mixture_samples",
     "mixture_style_target", "mmd2", "mmd2_pairwise", "paper_scale", "pooled_gamma", "register", "sample_sums",
     "streamable", "style_loss", "style_target", "term_names", "to_samples", "total_variation", "fused_region_loss",
     "region_losses", "region_targets",

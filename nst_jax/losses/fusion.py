@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax.losses import methods
-from nst_jax.losses.stats import check_samples, mixture_weights
+from nst_jax.losses.stats import check_samples, mixture_weights, to_samples
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -53,10 +53,12 @@ def term_names(terms: Sequence[StyleTerm]) -> list[str]:
 def fused_style_targets(
     style_features: Mapping[str, jax.Array], terms: Sequence[StyleTerm]
 ) -> dict[str, list[dict[str, jax.Array]]]:
-    """Targets for every layer and term: {layer: (M', N) samples} -> {layer: [target per term]}."""
+    """Targets for every layer and term: {layer: (h', w', N) activations or (M', N) samples} -> {layer: [target
+    per term]}; a term's target is empty ({}) at a layer its method does not run at (``runs_at``)."""
     if not terms:
         raise ValueError("no style term given")
-    return {layer: [methods.style_target(t.method, y) for t in terms] for layer, y in style_features.items()}
+    return {layer: [methods.style_target(t.method, y) if t.method.runs_at(layer) else {} for t in terms]
+            for layer, y in style_features.items()}
 
 
 def fused_style_loss(
@@ -71,13 +73,15 @@ def fused_style_loss(
     """Style loss fused over methods and layers.
 
     total = sum_layers sum_terms layer_weights[layer] * terms[i].weight * scales[(i, layer)] *
-    terms[i].method's loss of features[layer] against targets[layer][i].
+    terms[i].method's loss of features[layer] against targets[layer][i], over the layers where terms[i].method
+    runs (``runs_at``).
 
     Each term's weight multiplies that term only: the paper's intended fusion rule. (The official code
     multiplies only the first method's factor by the product of all fusion weights, a defect not reproduced.)
 
     Args:
-      features: {layer: (M, N)} generated-image samples, or their :class:`SampleSums` (streamable terms).
+      features: {layer: (h, w, N)} generated-image activations (each method takes them in its form,
+        :func:`~nst_jax.losses.methods.layout`), (M, N) samples, or their :class:`SampleSums` (streamable terms).
       targets: {layer: [target per term]} from :func:`fused_style_targets` with the same ``terms``.
       terms: the methods and weights.
       layer_weights: {layer: weight} for every layer of ``features``.
@@ -104,13 +108,23 @@ def fused_style_loss(
         if len(targets[layer]) != len(terms):
             raise ValueError(f"layer {layer!r} has {len(targets[layer])} targets for {len(terms)} terms")
         layer_key = None if key is None else jax.random.fold_in(key, li)
+        samples = flattened(x)
         for ti, term in enumerate(terms):
+            if not term.method.runs_at(layer):
+                continue
             term_key = None if layer_key is None else jax.random.fold_in(layer_key, ti)
-            value = methods.layer_loss(term.method, x, targets[layer][ti], key=term_key)
+            value = methods.layer_loss(term.method, x if term.method.spatial else samples, targets[layer][ti],
+                                       key=term_key)
             factor = layer_weights[layer] * term.weight * scales.get((ti, layer), 1.0)
             per_term[names[ti]] = per_term[names[ti]] + factor * value
     total = sum(per_term.values(), jnp.zeros(()))
     return total, per_term
+
+
+def flattened(x: jax.Array | methods.SampleSums) -> jax.Array | methods.SampleSums:
+    """A layer's activations (h, w, N) as samples (M, N), anything else as it is: flattened once per layer for
+    all of its non-spatial terms, whose gradients then meet on the samples (the same arithmetic as ever)."""
+    return to_samples(x) if not isinstance(x, methods.SampleSums) and x.ndim == 3 else x
 
 
 def sample_sums(
@@ -149,12 +163,15 @@ def mixture_style_target(
     poly with d = 2 and the full estimator) and the mean (linear, poly) are the w-weighted sums, and for bn the
     mixture's variance is sum_k w_k (sd_k^2 + mu_k^2) - mu^2. Otherwise (gaussian, other poly estimators) the
     target is built from :func:`~nst_jax.losses.stats.mixture_samples` (each method's ``mixture_target``).
+    ``ys``: each style's layer, activations (h'_k, w'_k, N) or samples (M'_k, N) (given to the method in its
+    form, :func:`~nst_jax.losses.methods.layout`).
 
     (The other way to blend, a weighted sum of per-style losses, is not a distribution distance to any single
     target; it pulls toward each style separately.)
     """
     obj = methods.resolve(method, params)
-    w = mixture_weights(ys, weights)
+    w = mixture_weights([to_samples(y) if y.ndim == 3 else y for y in ys], weights)
+    ys = [methods.layout(obj, y) for y in ys]
     # Components of weight 0 are not in the mixture; dropping them also spares bn's variance formula the
     # cancellation (sd^2 + mu^2) - mu^2 when a single style remains.
     ys, w = [y for y, wk in zip(ys, w, strict=True) if wk > 0], [wk for wk in w if wk > 0]

@@ -23,23 +23,34 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax.losses import methods
-from nst_jax.losses.fusion import StyleTerm, term_names
+from nst_jax.losses.fusion import StyleTerm, flattened, term_names
 
 
 def region_targets(method: methods.StyleMethod, ys: Sequence[jax.Array], weights: jax.Array) -> dict[str, Any]:
-    """Targets of R regions, stacked: the style samples of every style image concatenated (sum_k M'_k, N), each
-    region's target built with its row of ``weights`` (R, sum_k M'_k) (:class:`nst_jax.masks.RunMasks`)."""
-    y = ys[0] if len(ys) == 1 else jnp.concatenate(list(ys), axis=0)
+    """Targets of R regions, stacked: the style samples of every style image (activations (h'_k, w'_k, N) or
+    samples (M'_k, N)) concatenated (sum_k M'_k, N), each region's target built with its row of ``weights``
+    (R, sum_k M'_k) (:class:`nst_jax.masks.RunMasks`).
+
+    Raises:
+      ValueError: a :attr:`~nst_jax.losses.methods.StyleMethod.spatial` method (its target is of the layout,
+        not of weighted samples).
+    """
+    if method.spatial:
+        raise ValueError(f"the {method.name} method takes its layer's spatial layout, not weighted samples: "
+                         f"no regions")
+    ys = [methods.layout(method, y) for y in ys]
+    y = ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=0)
     return jax.vmap(lambda w: method.target(y, weights=w))(weights)
 
 
 def region_losses(method: methods.StyleMethod, x: jax.Array | methods.SampleSums, targets: Mapping[str, Any],
                   weights: jax.Array, key: jax.Array | None) -> jax.Array:
-    """Each region's loss (R,): x (M, N) samples with ``weights`` (R, M), or :class:`SampleSums` stacked per
-    region (their ``count`` the weight sums, (R,)); ``targets`` from :func:`region_targets`. Region r draws
-    with ``fold_in(key, r)``."""
+    """Each region's loss (R,): x (h, w, N) activations or (M, N) samples with ``weights`` (R, M), or
+    :class:`SampleSums` stacked per region (their ``count`` the weight sums, (R,)); ``targets`` from
+    :func:`region_targets`. Region r draws with ``fold_in(key, r)``."""
     if isinstance(x, methods.SampleSums):
         return jax.vmap(lambda s, c, t: method.loss_from_sums(methods.SampleSums(s, c), t))(x.sums, x.count, targets)
+    x = methods.layout(method, x)
     if method.needs_key and key is None:
         raise ValueError(f"the {method.name!r} method draws random numbers and needs a key")
     keys = None if key is None else jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(weights.shape[0]))
@@ -61,7 +72,7 @@ def fused_region_loss(
     """:func:`nst_jax.losses.fused_style_loss` with regions.
 
     Args:
-      features: {layer: (M, N) samples, or SampleSums stacked per region}.
+      features: {layer: (h, w, N) activations or (M, N) samples, or SampleSums stacked per region}.
       targets: {layer: [stacked region targets per term]} (:func:`region_targets`).
       region_weights: {layer: (R, h, w)} the content regions' weights at the layer (h * w = M).
       key, scales: as :func:`nst_jax.losses.fused_style_loss` (the same key per layer and term, then per region).
@@ -78,9 +89,13 @@ def fused_region_loss(
         w = w.reshape(w.shape[0], -1)
         shares = jnp.sum(w, axis=1) / w.shape[1]
         layer_key = None if key is None else jax.random.fold_in(key, li)
+        samples = flattened(x)
         for ti, term in enumerate(terms):
+            if not term.method.runs_at(layer):
+                continue
             term_key = None if layer_key is None else jax.random.fold_in(layer_key, ti)
-            values = shares * region_losses(term.method, x, targets[layer][ti], w, term_key)
+            values = shares * region_losses(term.method, x if term.method.spatial else samples, targets[layer][ti],
+                                            w, term_key)
             factor = layer_weights[layer] * term.weight * scales.get((ti, layer), 1.0)
             per_term[names[ti]] = per_term[names[ti]] + factor * jnp.sum(values)
             per_region = factor * values if per_region is None else per_region + factor * values

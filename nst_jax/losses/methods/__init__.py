@@ -24,6 +24,7 @@ from nst_jax.losses.methods.base import (
     Target,
     get,
     layer_loss,
+    layout,
     paper_scale,
     register,
     resolve,
@@ -47,6 +48,6 @@ METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 __all__ = [
     "BN", "CORAL", "METHODS", "MKMMD", "REGISTRY", "SWD", "W2", "Gaussian", "Gram", "Linear", "Poly", "SampleSums",
-    "StyleMethod", "Target", "get", "layer_loss", "paper_scale", "poly2_closed", "register", "resolve",
+    "StyleMethod", "Target", "get", "layer_loss", "layout", "paper_scale", "poly2_closed", "register", "resolve",
     "streamable", "style_loss", "style_target",
 ]

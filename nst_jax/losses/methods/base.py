@@ -13,6 +13,9 @@ function) and knows everything a run needs of it:
   weighted sums over x's rows, which add up over horizontal strips of an image (:mod:`nst_jax.strips`), and how;
 * ``paper_scale(m, n)``: the official code's per-layer constant (lyttonhao/Neural-Style-MMD);
 * ``mixture_target(ys, weights)``: the target of a mixture of several styles' distributions (blends);
+* ``spatial``: whether ``target`` and ``loss`` take the layer's activations (h, w, N), its spatial layout, in
+  place of its samples (M, N) (:func:`layout`: the fusion, blend and region code hands each method its form);
+* ``runs_at(layer)``: whether the method's loss is computed at a style layer (default: at all of a run's);
 * ``check()``: refuses parameter values it cannot use (:class:`ParamError`, one line naming the parameter);
 * ``config_fields`` and ``from_config(config)``: which run config field sets each parameter, and the method
   with a run config's parameters (one generic reader: a refused value names its config field).
@@ -34,7 +37,7 @@ import jax
 
 from nst_jax.errors import ConfigError
 from nst_jax.losses import mmd
-from nst_jax.losses.stats import check_samples, mixture_samples
+from nst_jax.losses.stats import check_samples, mixture_samples, to_samples
 
 Target = dict[str, jax.Array]
 
@@ -91,6 +94,9 @@ class StyleMethod:
     """
 
     name: ClassVar[str] = ""
+    spatial: ClassVar[bool] = False
+    """Whether :meth:`target` and :meth:`loss` take a layer's activations (h, w, N) (its spatial layout: patches,
+    neighbourhoods) in place of its samples x (M, N) = (h*w, N); :func:`layout` gives each method its form."""
     config_fields: ClassVar[Mapping[str, str]] = {}
     """{parameter (a dataclass field): the run config field that sets it in runs (``configs/default.py``)};
     the parameters not named keep their defaults in runs."""
@@ -130,6 +136,11 @@ class StyleMethod:
         """``"c=1.0, d=2"``, for messages (tile sizes left out: they do not change the value)."""
         return ", ".join(f"{k}={v}" for k, v in self.params().items() if k != "block_size") or "no parameters"
 
+    def runs_at(self, layer: str) -> bool:
+        """Whether the method's loss is computed at the style layer ``layer`` (a VGG-19 name, ``relu3_1``); at a
+        run's other style layers it has no target and adds nothing. Default: at every style layer of the run."""
+        return True
+
     @property
     def needs_key(self) -> bool:
         """Whether :meth:`loss` draws random numbers (and so needs a key)."""
@@ -150,18 +161,19 @@ class StyleMethod:
     @property
     def takes_weights(self) -> bool:
         """Whether :meth:`target` and :meth:`loss` accept sample ``weights`` (regions, spatial control): every
-        built-in method does; a method added without them works everywhere but in masked runs."""
-        return all("weights" in inspect.signature(f).parameters for f in (self.target, self.loss))
+        built-in method does; a method added without them works everywhere but in masked runs, as does a
+        :attr:`spatial` one (its target is of the layout, not of weighted samples)."""
+        return not self.spatial and all("weights" in inspect.signature(f).parameters for f in (self.target, self.loss))
 
     def target(self, y: jax.Array, weights: jax.Array | None = None) -> Target:
         """Style-side statistics of one layer: y (M', N) -> a dict of arrays (a pytree); with ``weights``
-        (M',), those of the weighted samples (one region)."""
+        (M',), those of the weighted samples (one region). A :attr:`spatial` method gets y (h', w', N)."""
         raise NotImplementedError
 
     def loss(self, x: jax.Array, target: Mapping[str, jax.Array], *, key: jax.Array | None = None,
              weights: jax.Array | None = None) -> jax.Array:
         """The layer's loss of x (M, N) against a :meth:`target` (built with weights if ``weights`` (M,) is
-        given: then the loss of the weighted samples): a scalar."""
+        given: then the loss of the weighted samples): a scalar. A :attr:`spatial` method gets x (h, w, N)."""
         raise NotImplementedError
 
     def sums(self, x: jax.Array, target: Mapping[str, jax.Array], weights: jax.Array) -> dict[str, jax.Array]:
@@ -180,7 +192,8 @@ class StyleMethod:
 
     def mixture_target(self, ys: Sequence[jax.Array], weights: Sequence[float]) -> Target:
         """The target of the mixture sum_k w_k P_k of two or more styles' distributions (w_k > 0, summing to
-        1). Default: the target of :func:`nst_jax.losses.stats.mixture_samples` (pooled samples)."""
+        1), each style's layer in the method's form (:func:`layout`). Default: the target of
+        :func:`nst_jax.losses.stats.mixture_samples` (pooled samples)."""
         return self.target(mixture_samples(ys, weights))
 
     def evaluation(self, reference: jax.Array, y: jax.Array) -> StyleMethod:
@@ -237,14 +250,32 @@ def check_estimator(method: StyleMethod, rff: bool = False) -> None:
 # The functional interface by name (what existed before the objects; kept for scripts and notebooks).
 
 
+def layout(method: StyleMethod, features: jax.Array) -> jax.Array:
+    """One layer of an image in the form ``method`` takes: its activations (h, w, N) for a
+    :attr:`~StyleMethod.spatial` method, else its samples (M, N) (:func:`~nst_jax.losses.stats.to_samples`;
+    samples given pass through).
+
+    Raises:
+      ValueError: samples (M, N) for a spatial method (their layout is lost), or another number of axes.
+    """
+    if features.ndim == 3:
+        return features if method.spatial else to_samples(features)
+    if method.spatial:
+        raise ValueError(f"style method {method.name!r} needs the layer's spatial layout (h, w, N), got shape "
+                         f"{tuple(features.shape)}")
+    check_samples(features)
+    return features
+
+
 def layer_loss(method: StyleMethod, x: jax.Array | SampleSums, target: Mapping[str, jax.Array], *,
                key: jax.Array | None = None) -> jax.Array:
-    """``method``'s loss of x, samples (M, N) or their :class:`SampleSums`, against ``target``."""
+    """``method``'s loss of x, activations (h, w, N) or samples (M, N) (:func:`layout`) or their
+    :class:`SampleSums`, against ``target``."""
     if isinstance(x, SampleSums):
         if not method.streamable:
             raise ValueError(f"style method {method.name!r} with {method.params()} needs the samples, not their sums")
         return method.loss_from_sums(x, target)
-    check_samples(x)
+    x = layout(method, x)
     if method.needs_key and key is None:
         est = getattr(method, "estimator", None)
         what = f"the {est!r} estimator" if est else f"style method {method.name!r}"
@@ -253,15 +284,17 @@ def layer_loss(method: StyleMethod, x: jax.Array | SampleSums, target: Mapping[s
 
 
 def style_target(method: str | StyleMethod, y: jax.Array, **params: Any) -> Target:
-    """One layer's style target, computed once per run: ``get(method, **params).target(y)``."""
-    check_samples(y)
-    return resolve(method, params).target(y)
+    """One layer's style target, computed once per run: ``get(method, **params).target(y)``, y the layer's
+    activations (h', w', N) or samples (M', N) (:func:`layout`)."""
+    obj = resolve(method, params)
+    return obj.target(layout(obj, y))
 
 
 def style_loss(method: str | StyleMethod, x: jax.Array | SampleSums, target: Mapping[str, jax.Array], *,
                key: jax.Array | None = None, **params: Any) -> jax.Array:
-    """One layer's style loss of x (M, N), or its :class:`SampleSums` for a streamable method, against a
-    :func:`style_target` built with the same method and parameters; ``key`` for random estimators.
+    """One layer's style loss of x (M, N) or (h, w, N) (:func:`layout`), or its :class:`SampleSums` for a
+    streamable method, against a :func:`style_target` built with the same method and parameters; ``key`` for
+    random estimators.
 
     Equal to the direct loss with the style samples y the target was built from: ``gram``: :func:`gram_loss`;
     ``linear``: ``mmd2(x, y, kernel="linear")``; ``poly``: ``mmd2(x, y, kernel="poly", ...)``; ``gaussian``:
