@@ -256,6 +256,8 @@ def run(config: Any, *, resume: bool = False, should_stop: Callable[[], bool] = 
     def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
 
+    # The first batch before the workdir exists: a folder with no readable image is refused with nothing written.
+    first = None if resume else global_batch(next(batches))
     manager = _checkpoint_manager(config.workdir)  # creates the workdir: every input has been checked
     metrics_path = os.path.join(config.workdir, "metrics.jsonl")
     if resume:
@@ -271,7 +273,7 @@ def run(config: Any, *, resume: bool = False, should_stop: Callable[[], bool] = 
             _trim_metrics(metrics_path, found)
         pending = None
     else:
-        pending = global_batch(next(batches))
+        pending = first
         state = _init(prob, int(config.seed), vgg_params, pending, style_target)
     state = jax.device_put(state, replicated)
 
