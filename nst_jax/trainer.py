@@ -243,9 +243,6 @@ def run(config: Any, *, resume: bool = False, should_stop: Callable[[], bool] = 
     if prob.net == "adain":
         vgg_params = adain.encoder_params(vgg_params)
     vgg_params = jax.device_put(vgg_params, replicated)
-    style_target = None
-    if prob.net == "johnson":
-        style_target = jax.device_put(_style_targets(prob, vgg_params, jnp.asarray(inputs.style_rgb)), replicated)
     sources = {"content": (inputs.content_files, config.seed)}
     if prob.net == "adain":
         sources["style"] = (inputs.style_files, config.seed + 1)
@@ -258,6 +255,9 @@ def run(config: Any, *, resume: bool = False, should_stop: Callable[[], bool] = 
 
     # The first batch before the workdir exists: a folder with no readable image is refused with nothing written.
     first = None if resume else global_batch(next(batches))
+    style_target = None
+    if prob.net == "johnson":
+        style_target = jax.device_put(_style_targets(prob, vgg_params, jnp.asarray(inputs.style_rgb)), replicated)
     manager = _checkpoint_manager(config.workdir)  # creates the workdir: every input has been checked
     metrics_path = os.path.join(config.workdir, "metrics.jsonl")
     if resume:

@@ -243,3 +243,18 @@ def apply(problem: TrainProblem, params: Any, vgg_params: Any, content: jax.Arra
         out = adain.stylize(params, vgg_params, content, [style], (1.0,), 1.0, source=problem.source,
                             pooling=problem.pooling)
     return jnp.clip(out, 0.0, 1.0)
+
+
+def style_distance(problem: TrainProblem, vgg_params: Any, images: jax.Array, style_target: Any,
+                   key: jax.Array | None = None) -> jax.Array:
+    """The problem's style loss (its terms and layer weights, no normalisers) of each of (B, H, W, 3) images to a
+    :func:`style_targets`: (B,). What the tests and the demonstration compare before and after training."""
+    feats = features(problem, vgg_params, images, problem.style_layers)
+    key = jax.random.PRNGKey(0) if key is None else key
+    weights = dict(zip(problem.style_layers, problem.layer_weights, strict=True))
+
+    def one(f: Mapping[str, jax.Array]) -> jax.Array:
+        return losses.fused_style_loss({k: losses.to_samples(v) for k, v in f.items()}, style_target, problem.terms,
+                                       weights, key=key)[0]
+
+    return jax.vmap(one)(feats)
