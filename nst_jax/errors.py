@@ -29,6 +29,10 @@ class WeightsError(UserError):
     """A weights file that is missing, corrupt, unsafe or for another architecture."""
 
 
+class ModelError(UserError):
+    """A feed-forward model file (``python -m nst_jax.train``'s model.msgpack) that is missing, corrupt or damaged."""
+
+
 class ConfigError(UserError):
     """A flag or config value that is out of range or inconsistent."""
 

@@ -25,6 +25,8 @@ OUTPUT = os.path.join(REPO, "docs", "cli.md")
 PROGRAMS = (
     ("nst_jax.main", "Stylise one image, or a batch (`--content_dir`)."),
     ("nst_jax.compare", "Run several methods on one pair, side by side, with a cross-evaluation."),
+    ("nst_jax.train", "Train a feed-forward network (johnson or adain) with any style method (docs/feedforward.md)."),
+    ("nst_jax.fast", "Apply a trained feed-forward network to images or folders."),
     ("weights_converter", "Download and convert VGG-19 weights (torchvision, or the Caffe conversion)."),
 )
 
