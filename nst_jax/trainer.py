@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nst_jax import config as cfg_lib
-from nst_jax import data, image, job, training, vgg
+from nst_jax import data, image, loop, training, vgg
 from nst_jax import weights as weights_lib
 from nst_jax.errors import ConfigError, UserError
 from nst_jax.nets import NETS, adain, model_file
@@ -214,7 +214,7 @@ def _trim_metrics(path: str, step: int) -> None:
 
 
 def run(config: Any, *, resume: bool = False, should_stop: Callable[[], bool] = lambda: False,
-        progress: Callable[[job.Progress], None] | None = None) -> int:
+        progress: Callable[[loop.Progress], None] | None = None) -> int:
     """Trains as ``config`` says; returns 0 (done: model.msgpack written) or 130 (stopped: checkpoint written).
 
     Raises:
@@ -314,7 +314,7 @@ def run(config: Any, *, resume: bool = False, should_stop: Callable[[], bool] = 
                         writer.add_scalar("images_per_s", rate, step)
                         writer.add_scalar("skipped_files", batches.skipped, step)
                     if progress:
-                        progress(job.Progress(step=step, steps=steps, losses=values, rate=rate / config.batch,
+                        progress(loop.Progress(step=step, steps=steps, losses=values, rate=rate / config.batch,
                                               start_step=start))
                 if config.sample_every and step % config.sample_every == 0 and lead:
                     write_samples(config, prob, state, vgg_params, inputs, step)
