@@ -107,7 +107,7 @@ def style_targets(problem: TrainProblem, vgg_params: Any, style_rgb: jax.Array) 
     """The style target of one (H, W, 3) style image: {layer: [target per term]}
     (:func:`nst_jax.losses.fused_style_targets`)."""
     feats = features(problem, vgg_params, style_rgb[None], problem.style_layers)
-    return losses.fused_style_targets({k: losses.to_samples(v[0]) for k, v in feats.items()}, problem.terms)
+    return losses.fused_style_targets({k: v[0] for k, v in feats.items()}, problem.terms)
 
 
 def generate(problem: TrainProblem, params: Any, vgg_params: Any, batch: Mapping[str, jax.Array]
@@ -131,7 +131,7 @@ def _image_loss(problem: TrainProblem, norms: Mapping[str, Any], feats: Mapping[
     scales = {(ti, layer): 1.0 / norms["style"][f"{ti}/{layer}"]
               for ti in range(len(problem.terms)) for layer in problem.style_layers}
     style, per_term = losses.fused_style_loss(
-        {name: losses.to_samples(feats[name]) for name in problem.style_layers}, style_tgt, problem.terms,
+        {name: feats[name] for name in problem.style_layers}, style_tgt, problem.terms,
         dict(zip(problem.style_layers, problem.layer_weights, strict=True)), key=key, scales=scales)
     terms = {"content": problem.content_weight * content / norms["content"],
              "style": problem.style_weight * style,
@@ -148,8 +148,7 @@ def _style_targets_of(problem: TrainProblem, vgg_params: Any, batch: Mapping[str
     if problem.net == "johnson":
         return fixed, None
     feats = features(problem, vgg_params, batch["style"], problem.style_layers)
-    samples = {k: losses.to_samples(v) for k, v in feats.items()}  # (B, M, N) per layer
-    return jax.vmap(lambda s: losses.fused_style_targets(s, problem.terms))(samples), 0
+    return jax.vmap(lambda f: losses.fused_style_targets(f, problem.terms))(feats), 0  # feats: (B, h, w, C)
 
 
 def batch_loss(problem: TrainProblem, params: Any, vgg_params: Any, norms: Mapping[str, Any],
@@ -187,9 +186,11 @@ def reference_norms(problem: TrainProblem, params: Any, vgg_params: Any, batch: 
         values = {}
         for li, layer in enumerate(problem.style_layers):
             for ti, term in enumerate(problem.terms):
+                if not term.method.runs_at(layer):  # no loss there (e.g. mrf's layers): a neutral normaliser
+                    values[f"{ti}/{layer}"] = jnp.ones(())
+                    continue
                 tk = jax.random.fold_in(jax.random.fold_in(k, li), ti)
-                values[f"{ti}/{layer}"] = losses.layer_loss(term.method, losses.to_samples(f[layer]), s[layer][ti],
-                                                            key=tk)
+                values[f"{ti}/{layer}"] = losses.layer_loss(term.method, f[layer], s[layer][ti], key=tk)
         return values
 
     style = jax.vmap(per_image, in_axes=(0, axis, 0))(photo, style_tgt, keys)
@@ -254,7 +255,7 @@ def style_distance(problem: TrainProblem, vgg_params: Any, images: jax.Array, st
     weights = dict(zip(problem.style_layers, problem.layer_weights, strict=True))
 
     def one(f: Mapping[str, jax.Array]) -> jax.Array:
-        return losses.fused_style_loss({k: losses.to_samples(v) for k, v in f.items()}, style_target, problem.terms,
+        return losses.fused_style_loss(dict(f), style_target, problem.terms,
                                        weights, key=key)[0]
 
     return jax.vmap(one)(feats)
