@@ -116,4 +116,4 @@ def test_cli_folder_and_size(models, tmp_path):
                     "--size=25", "--preserve_colors=luminance")
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "deeper__b.png"]
-    assert image.load_image(str(tmp_path / "out" / "a.png")).shape == (17, 25, 3)
+    assert image.load_image(str(tmp_path / "out" / "a.png")).shape == (*image.resized_shape((33, 50), 25), 3)

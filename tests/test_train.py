@@ -11,14 +11,13 @@ import subprocess
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_on_eight_devices
 
 from configs import train_adain, train_johnson
-from nst_jax import data, image, trainer, training, weights
+from nst_jax import data, fast, image, trainer, training, weights
 from nst_jax.errors import ConfigError, UserError
 from nst_jax.nets import model_file
 
@@ -237,9 +236,13 @@ def test_one_and_eight_devices_train_alike(folders, tmp_path):
     eight = run_on_eight_devices(program, *args, str(tmp_path / "eight"))
     assert (json.loads(one.stdout.strip().splitlines()[-1])["devices"], eight["devices"]) == (1, 8)
     np.testing.assert_allclose(eight["losses"], json.loads(one.stdout.strip().splitlines()[-1])["losses"], rtol=1e-4)
-    a, b = (model_file.load(str(tmp_path / w / "model.msgpack")).params for w in ("one", "eight"))
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+    # The networks, not their parameters: a convolution's bias just before an instance norm has no gradient
+    # but rounding noise, which Adam scales to steps of the learning rate in either direction, so those biases
+    # differ between device counts while the outputs (which the norm makes independent of them) agree; Adam's
+    # normalisation does the same, less, to other small gradients: within half a level of an 8-bit image.
+    a, b = (fast.load(str(tmp_path / w / "model.msgpack")) for w in ("one", "eight"))
+    photo = np.random.default_rng(0).uniform(0, 1, (40, 56, 3)).astype(np.float32)
+    np.testing.assert_allclose(a(photo), b(photo), atol=2e-3)
 
 
 @pytest.mark.slow
