@@ -334,7 +334,8 @@ def table(doc: dict[str, Any]) -> str:
            f"rounds x {s['steps']} steps, the frameworks in turn within each round; the median over rounds of each "
            f"round's median step. PyTorch on {s['torch_device']}, {s['torch_threads']} threads. Ratio: PyTorch time "
            "/ nst_jax time (above 1: nst_jax faster). First-step loss: relative difference to nst_jax's (same "
-           "parameters, batch, VGG-19 weights and normalisers).", "",
+           "parameters, batch, VGG-19 weights and normalisers). VGG-19 weights: as the Weights line says (random "
+           "ones time the same as pretrained ones; the trained networks' images would mean nothing).", "",
            "| framework | steps/s | images/s | s/step | PyTorch / nst_jax | warm-up s | first-step loss rel. diff |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in res["train"]:
