@@ -26,7 +26,7 @@ from benchmarks import results
 
 DOCS_DIR = os.path.join(results.REPO, "docs", "results")
 # Sections in this order on a page; other benchmarks after them, by name.
-ORDER = ("run", "conv_bound", "end_to_end", "memory", "shard", "losses_bench", "loop_and_load", "report_cost",
+ORDER = ("run", "conv_bound", "end_to_end", "memory", "fast", "shard", "losses_bench", "loop_and_load", "report_cost",
          "preview_cost", "bf16_psnr")
 RANDOM = "random weights (speed does not depend on them)"
 
