@@ -215,12 +215,28 @@ class Tracker:
         return dict(self.current)
 
 
+@dataclasses.dataclass(frozen=True)
+class TemporalTarget:
+    """A video frame's temporal term (Ruder et al. 2016, :func:`nst_jax.transfer.temporal_loss`).
+
+    Attributes:
+      warped: (H, W, 3) float32 RGB in [0, 1], the previous stylised frame warped into this frame.
+      mask: (H, W) float32 in [0, 1], the per-pixel weight c (0 where the flow fails its consistency check).
+      weight: the term's multiplier in the energy (``Problem.temporal_weight``) at this size.
+    """
+
+    warped: np.ndarray
+    mask: np.ndarray
+    weight: float
+
+
 @dataclasses.dataclass
 class JobInputs:
     """One job's images at the run's size (after any colour transform) and what the record says of them.
 
-    ``init_rgb``: the starting image (a coarse-to-fine run's previous scale); ``None``: ``config.init``.
-    ``masks``: spatial control at this size (:class:`nst_jax.masks.RunMasks`), or ``None``."""
+    ``init_rgb``: the starting image (a coarse-to-fine run's previous scale, a video's warped previous frame);
+    ``None``: ``config.init``. ``masks``: spatial control at this size (:class:`nst_jax.masks.RunMasks`), or
+    ``None``. ``temporal``: a video frame's temporal term at this size (single runs only), or ``None``."""
 
     config: Any
     content: np.ndarray
@@ -229,6 +245,7 @@ class JobInputs:
     style_descs: list[str]
     init_rgb: np.ndarray | None = None
     masks: Any = None
+    temporal: TemporalTarget | None = None
 
     def check_sizes(self, problem: transfer.Problem) -> None:
         """ImageError when the content or a style is too small for the problem's deepest layer."""
@@ -467,6 +484,12 @@ def _setup(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Seq
     t0 = time.time()
     masks = None if jobs[0].masks is None else place.replicated(jobs[0].masks.arrays())
     tgt = place.function("targets", problem)(params, c, st, masks)
+    if problem.temporal_weight:  # the temporal term's target, stacked like the others (single runs only)
+        if place.image is not None or any(j.temporal is None for j in jobs):
+            raise ValueError("a temporal term needs each job's TemporalTarget, and no image sharding")
+        tgt = {**tgt, "temporal": place.stacked({
+            "warped": np.stack([np.asarray(image.preprocess(jnp.asarray(j.temporal.warped), source)) for j in jobs]),
+            "weight": np.stack([np.asarray(j.temporal.mask, np.float32) for j in jobs])})}
     base = transfer.paper_scales(problem, weights.params, x0s[0])
     if resumed is not None:
         factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy
@@ -565,6 +588,8 @@ def run_record(job: JobInputs, problem: transfer.Problem, weights: weights_lib.W
         record["nonfinite"] = {"step": tracker.nonfinite[0], "terms": tracker.nonfinite[1]}
     if job.masks is not None:
         record["regions"] = job.masks.record(final)
+    if job.temporal is not None:
+        record["temporal"] = {"weight": job.temporal.weight, "kept_fraction": float(np.mean(job.temporal.mask))}
     return record
 
 

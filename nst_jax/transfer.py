@@ -12,6 +12,7 @@ Energy (per step, x the image, F its features, P the content's, S the style's):
     content_weight * sum_l ||F_l - P_l||^2                                (content layers, the paper's alpha)
   + sum_t kernel_weight_t * style_weight * b_t * sum_l w_l * c_t(M_l, N_l) * L_t(F_l, S_l)   (style)
   + tv_weight * TV(x)
+  + temporal_weight * (1/D) sum_i c_i (x_i - w_i)^2                     (videos only, see temporal_loss)
 
 with L_t the method's loss and c_t the official code's per-layer constant (both from the method object, see
 :mod:`nst_jax.losses.methods`) and b_t the balance factor: 1 with ``balance="none"``; with ``balance="auto"``
@@ -58,6 +59,8 @@ class Problem:
     shard_rows: int = 0  # > 1: the image's rows are sharded over this many devices (nst_jax.shard)
     # Spatial control (nst_jax.masks): the colours of the content regions with a style loss; () is no masks.
     regions: tuple[str, ...] = ()
+    # > 0: the temporal term (Ruder et al. 2016) with this multiplier; its target is ``tgt["temporal"]``.
+    temporal_weight: float = 0.0
 
     def extract(self, params: Any, images: jax.Array, layers: Sequence[str], **options: Any
                 ) -> dict[str, jax.Array]:
@@ -150,16 +153,35 @@ def energy(
         samples = {name: losses.to_samples(feats[name]) for name in problem.style_layers}
     content = scales["content"] * content
     if problem.regions:
-        return _region_energy(problem, tgt, scales, x, key, include_tv, content, samples)
-    style, per_term = losses.fused_style_loss(
-        samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
-        key=key, scales=scales["style"],
-    )
-    tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
-    terms = {"content": content, "style": style, "tv": tv}
-    if len(problem.terms) > 1:
-        terms.update({f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)})
-    return content + style + tv, terms
+        total, terms = _region_energy(problem, tgt, scales, x, key, include_tv, content, samples)
+    else:
+        style, per_term = losses.fused_style_loss(
+            samples, tgt["style"], problem.terms, dict(zip(problem.style_layers, problem.layer_weights, strict=True)),
+            key=key, scales=scales["style"],
+        )
+        tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
+        terms = {"content": content, "style": style, "tv": tv}
+        if len(problem.terms) > 1:
+            terms.update({f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)})
+        total = content + style + tv
+    if problem.temporal_weight:
+        terms["temporal"] = problem.temporal_weight * temporal_loss(x, tgt["temporal"]["warped"],
+                                                                    tgt["temporal"]["weight"])
+        total = total + terms["temporal"]
+    return total, terms
+
+
+def temporal_loss(x: jax.Array, warped: jax.Array, weight: jax.Array) -> jax.Array:
+    """The short-term temporal loss of Ruder, Dosovitskiy and Brox 2016: (1/D) sum_i c_i (x_i - w_i)^2, D = H * W * 3.
+
+    Args:
+      x: (H, W, 3) the image being optimised (preprocessed).
+      warped: (H, W, 3) the previous stylised frame warped into this one by the optical flow (preprocessed).
+      weight: (H, W) per-pixel c in [0, 1]: 0 at disocclusions and motion boundaries, 1 where the flow holds.
+    Returns:
+      scalar float32.
+    """
+    return jnp.mean(weight[..., None] * jnp.square(x - warped))
 
 
 def _region_energy(problem: Problem, tgt: Mapping[str, Any], scales: Mapping[str, Any], x: jax.Array,
@@ -416,11 +438,14 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
 
 
 def term_names(problem: Problem) -> list[str]:
-    """The energy terms a step reports besides ``total``: content, style, tv, and per method of a fusion."""
+    """The energy terms a step reports besides ``total``: content, style, tv, per method of a fusion, per region,
+    and the temporal term of a video frame."""
     names = ["content", "style", "tv"]
     if len(problem.terms) > 1:
         names += [f"style:{name}" for name in losses.term_names(problem.terms)]
     names += [f"style@{name}" for name in problem.regions]
+    if problem.temporal_weight:
+        names.append("temporal")
     return names
 
 
