@@ -89,7 +89,8 @@ def optimisation_frames(config: Any, styles: list[np.ndarray], weights: Any, tem
     def run(rgb: np.ndarray, prior: Prior | None) -> tuple[np.ndarray, dict[str, Any]]:
         extra: dict[str, Any] = {}
         if prior is not None and multiplier > 0:
-            extra = {"init": prior.warped, "temporal": job.TemporalTarget(prior.warped, prior.mask, multiplier)}
+            extra = {"init": start_image(rgb, prior),
+                     "temporal": job.TemporalTarget(prior.warped, prior.mask, multiplier)}
         result, record = runner.stylize(rgb, styles, config, weights=weights, progress=progress,
                                         should_stop=should_stop, **extra)
         final = record["final_losses"] or {}
@@ -98,6 +99,14 @@ def optimisation_frames(config: Any, styles: list[np.ndarray], weights: Any, tem
                         "final_losses": final, "start": "warped previous frame" if extra else config.init}
 
     return run, multiplier
+
+
+def start_image(rgb: np.ndarray, prior: Prior) -> np.ndarray:
+    """Where frame i's optimisation starts: the warped previous stylised frame where the flow holds, the frame
+    itself where it does not (disocclusions, motion boundaries), so newly revealed regions start as a first
+    frame does rather than from the warp's repeated border pixels, which few steps do not undo."""
+    c = prior.mask[..., None]
+    return (c * prior.warped + (1.0 - c) * rgb).astype(np.float32)
 
 
 def frame_path(folder: str, index: int, ext: str = ".png") -> str:

@@ -59,7 +59,9 @@ SHEET_FRAMES = 4
 
 config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Run configuration file.",
                                 lock_config=True)
-cli.define_run_flags(VIDEO_RUN_FLAGS, defaults=default_config.get_config(), helps={
+_DEFAULTS = default_config.get_config()
+_DEFAULTS.output = "out.mp4"  # a video's default output (main sets it when --output is not given)
+cli.define_run_flags(VIDEO_RUN_FLAGS, defaults=_DEFAULTS, helps={
     "output": "Output video (.mp4, H.264) or a folder for PNG frames; the record goes beside it as .json.",
     "resume": "Continue an interrupted clip after its last finished frame (kept in OUTPUT_frames/).",
     "size": "Long edge of the output frames in pixels (an .mp4's sides rounded down to even numbers).",

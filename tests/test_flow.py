@@ -173,3 +173,11 @@ def test_temporal_weight_scales_with_the_content_elements(random_params):
     problem = cfg_lib.problem(default.get_config())  # content at relu4_2: 512 channels, 1/8 of each side
     assert clip.content_elements(problem, random_params, (48, 64)) == 6 * 8 * 512
     assert clip.energy_weight(200.0, 2.0, 6 * 8 * 512) == 200.0 * 2.0 * 6 * 8 * 512
+
+
+def test_start_image_is_the_warped_frame_where_kept_and_the_frame_elsewhere():
+    rng = np.random.default_rng(5)
+    rgb, warped = rng.uniform(size=(2, 4, 5, 3)).astype(np.float32)
+    mask = (rng.uniform(size=(4, 5)) > 0.5).astype(np.float32)
+    start = clip.start_image(rgb, clip.Prior(warped, mask))
+    np.testing.assert_array_equal(start, np.where(mask[..., None] > 0, warped, rgb))
