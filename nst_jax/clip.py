@@ -154,7 +154,7 @@ def run_frames(frames: Iterable[np.ndarray], count: int, frame_fn: FrameFn, fold
         m = warped = None
         if prev_in is not None:
             m = flow.motion(prev_in, rgb, method, min_kept, max_histogram)
-            warped = flow.warp(prev_out, m.backward)
+            warped = flow.warp_frame(prev_out, m.backward)
         prior = Prior(warped, m.mask) if temporal and m is not None and not m.cut else None
         out, info = frame_fn(rgb, prior)
         out = image.to_uint8(out).astype(np.float32) / 255.0  # what the PNG holds: the next frame warps that

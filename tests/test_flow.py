@@ -55,6 +55,48 @@ def test_warp_matches_numpy_bilinear(dx, dy):
     np.testing.assert_allclose(out[ys, xs], ref, atol=1e-5)
 
 
+def keys_reference(t: float) -> float:
+    """Keys' cubic kernel (a = -0.5), written out piecewise."""
+    t = abs(t)
+    if t <= 1:
+        return 1.5 * t**3 - 2.5 * t**2 + 1
+    if t < 2:
+        return -0.5 * t**3 + 2.5 * t**2 - 4 * t + 2
+    return 0.0
+
+
+@pytest.mark.parametrize("dx,dy", [(0.5, -1.5), (-2.25, 0.75)])
+def test_cubic_warp_matches_a_separable_numpy_filter(dx, dy):
+    img = np.random.default_rng(6).uniform(size=(24, 28, 3)).astype(np.float32)
+    out = flow.warp(img, np.broadcast_to(np.asarray([dx, dy], np.float32), (24, 28, 2)), order=3)
+    ix, iy, fx, fy = int(np.floor(dx)), int(np.floor(dy)), dx - np.floor(dx), dy - np.floor(dy)
+    ref = np.zeros_like(img)
+    for y in range(4, 20):
+        for x in range(4, 24):
+            ref[y, x] = sum(keys_reference(fy - j) * keys_reference(fx - i) * img[y + iy + j, x + ix + i]
+                            for j in range(-1, 3) for i in range(-1, 3))
+    np.testing.assert_allclose(out[4:20, 4:24], ref[4:20, 4:24], atol=1e-5)
+
+
+def test_cubic_warp_is_exact_on_integer_shifts_and_ramps():
+    img = np.random.default_rng(7).uniform(size=(12, 16, 3)).astype(np.float32)
+    out = flow.warp(img, np.broadcast_to(np.asarray([2.0, 1.0], np.float32), (12, 16, 2)), order=3)
+    np.testing.assert_allclose(out[:11, :14], img[1:, 2:], atol=1e-6)
+    ys, xs = np.mgrid[0:12, 0:16].astype(np.float32)
+    ramp = 0.03 * xs + 0.02 * ys
+    moved = flow.warp(ramp, np.broadcast_to(np.asarray([0.3, 0.6], np.float32), (12, 16, 2)), order=3)
+    np.testing.assert_allclose(moved[2:-3, 2:-3], (ramp + 0.03 * 0.3 + 0.02 * 0.6)[2:-3, 2:-3], atol=1e-5)
+
+
+def test_cubic_warping_blurs_less_than_bilinear_over_a_clip():
+    frames, truth = flow.camera_clip(texture((240, 320)), 6, (48, 64))
+    linear = cubic = frames[0]
+    for f in truth:
+        linear, cubic = flow.warp(linear, f), flow.warp_frame(cubic, f)
+    inner = (slice(6, -6), slice(6, -10))
+    assert np.mean((cubic - frames[-1])[inner] ** 2) < 0.75 * np.mean((linear - frames[-1])[inner] ** 2)
+
+
 def test_warp_integer_shift_and_border():
     img = np.arange(6 * 8, dtype=np.float32).reshape(6, 8)
     out = flow.warp(img, np.broadcast_to(np.asarray([3.0, 0.0], np.float32), (6, 8, 2)))
