@@ -78,13 +78,29 @@ def multipliers(content_weight: float, style_weight: float, factors: Sequence[Se
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class TemporalTarget:
+    """A video frame's temporal term (Ruder et al. 2016, :func:`nst_jax.transfer.temporal_loss`).
+
+    Attributes:
+      warped: (H, W, 3) float32 RGB in [0, 1], the previous stylised frame warped into this frame.
+      mask: (H, W) float32 in [0, 1], the per-pixel weight c (0 where the flow fails its consistency check).
+      weight: the term's multiplier in the energy (``Problem.temporal_weight``) at this size.
+    """
+
+    warped: np.ndarray
+    mask: np.ndarray
+    weight: float
+
+
 @dataclasses.dataclass
 class JobInputs:
     """One job's images at the run's size (after any colour transform) and what the record says of them.
 
     ``spec``: the run's parsed config (:class:`nst_jax.config.RunSpec`). ``init_rgb``: the starting image (a
-    coarse-to-fine run's previous scale); ``None``: ``config.init``. ``masks``: spatial control at this size
-    (:class:`nst_jax.masks.RunMasks`), or ``None``."""
+    coarse-to-fine run's previous scale, a video's warped previous frame); ``None``: ``config.init``. ``masks``:
+    spatial control at this size (:class:`nst_jax.masks.RunMasks`), or ``None``. ``temporal``: a video frame's
+    temporal term at this size (single runs only), or ``None``."""
 
     spec: cfg_lib.RunSpec
     content: np.ndarray
@@ -93,6 +109,7 @@ class JobInputs:
     style_descs: list[str]
     init_rgb: np.ndarray | None = None
     masks: Any = None
+    temporal: TemporalTarget | None = None
 
     @property
     def config(self) -> Any:
@@ -203,6 +220,12 @@ def prepare(problem: transfer.Problem, settings: transfer.StepSettings, jobs: Se
     t0 = time.time()
     masks = None if jobs[0].masks is None else place.replicated(jobs[0].masks.arrays())
     tgt = place.function("targets", problem)(params, c, st, masks)
+    if problem.temporal_weight:  # the temporal term's target, stacked like the others
+        if any(j.temporal is None for j in jobs):
+            raise ValueError("a temporal term needs each job's TemporalTarget")
+        tgt = {**tgt, "temporal": place.stacked({
+            "warped": np.stack([np.asarray(image.preprocess(jnp.asarray(j.temporal.warped), source)) for j in jobs]),
+            "weight": np.stack([np.asarray(j.temporal.mask, np.float32) for j in jobs])})}
     base = transfer.paper_scales(problem, weights.params, x0s[0])
     if resumed is not None:
         factors = [list(resumed.factors)]  # the resumed run continues with exactly the same energy

@@ -73,6 +73,8 @@ def run_record(job: Any, problem: transfer.Problem, weights: weights_lib.Weights
         record["nonfinite"] = {"step": tracker.nonfinite[0], "terms": tracker.nonfinite[1]}
     if job.masks is not None:
         record["regions"] = job.masks.record(final)
+    if job.temporal is not None:  # a video frame (nst_jax.clip)
+        record["temporal"] = {"weight": job.temporal.weight, "kept_fraction": float(np.mean(job.temporal.mask))}
     return record
 
 

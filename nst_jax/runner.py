@@ -120,6 +120,8 @@ def stylize(
     on_image: SnapshotFn | None = None,
     content_mask: str | None = None,
     style_mask: str | list[str] | None = None,
+    init: np.ndarray | None = None,
+    temporal: job.TemporalTarget | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stylises ``content`` with ``style``.
 
@@ -143,6 +145,11 @@ def stylize(
         final denoising), for live previews (:mod:`nst_jax.preview`).
       content_mask, style_mask: spatial control (:mod:`nst_jax.masks`): label-image paths (the style masks a
         list or comma-separated, one per style); default ``config.content_mask`` and ``config.style_mask``.
+      init: the starting image, (H, W, 3) RGB in [0, 1] (resized to the first scale), instead of
+        ``config.init``: a video's warped previous frame (:mod:`nst_jax.video`).
+      temporal: a video frame's temporal term (:class:`nst_jax.job.TemporalTarget`) at the content's full size:
+        each scale gets it resized, its weight scaled by the scale's pixel count over the full size's (as the
+        content energy's element count scales).
 
     With ``config.scales`` = K > 1 the run is coarse to fine: K sizes, each twice the last, ending at the
     content size; each scale runs ``config.steps`` steps and starts from the previous result upsampled.
@@ -180,10 +187,11 @@ def stylize(
         content_rgb, style_rgbs = resized_inputs(content_full, [rgb for rgb, _ in styles_full], size_k, config,
                                                  factor=size_k / size)
         run_content, run_styles = colour_inputs(config.preserve_colors, content_rgb, style_rgbs)
-        init_rgb = None if result is None else image.resize(result, content_rgb.shape[:2])
+        start = init if result is None else result
+        init_rgb = None if start is None else image.resize(np.asarray(start, np.float32), content_rgb.shape[:2])
         last = k == len(sizes) - 1
         inputs = job.JobInputs(spec, run_content, run_styles, content_desc, [d for _, d in styles_full], init_rgb,
-                               run_masks[k])
+                               run_masks[k], _temporal_at(temporal, content_rgb.shape[:2]))
         try:
             result, record = _run_scale(
                 inputs, weights, blend, scale=k, scales=len(sizes), progress=progress,
@@ -236,6 +244,15 @@ def _whole_run(record: dict[str, Any], per_scale: list[dict[str, Any]]) -> dict[
     return record
 
 
+def _temporal_at(temporal: job.TemporalTarget | None, hw: tuple[int, int]) -> job.TemporalTarget | None:
+    """``temporal`` resized to a scale's (H, W), its weight scaled by the pixel-count ratio."""
+    if temporal is None or tuple(temporal.mask.shape) == tuple(hw):
+        return temporal
+    mask = image.resize(np.repeat(np.asarray(temporal.mask, np.float32)[..., None], 3, axis=-1), hw)[..., 0]
+    ratio = hw[0] * hw[1] / (temporal.mask.shape[0] * temporal.mask.shape[1])
+    return job.TemporalTarget(image.resize(temporal.warped, hw), mask, temporal.weight * ratio)
+
+
 def _masks_per_scale(config: Any, content_full: np.ndarray, styles_full: list[np.ndarray], sizes: list[int],
                      size: int, blend: tuple[float, ...]) -> list[masks.RunMasks | None]:
     """Each scale's masks (:mod:`nst_jax.masks`), all checked before the first step; ``None`` per scale without
@@ -263,6 +280,15 @@ def _finish_colour(config: Any, rgb: np.ndarray, content_full: np.ndarray, size:
     return color.recombine_luminance(rgb, content_rgb).astype(np.float32)
 
 
+def _start_digest(job_inputs: job.JobInputs) -> dict[str, Any]:
+    """What a checkpoint's fingerprint adds for a video frame: its temporal target and start (nothing else)."""
+    t = job_inputs.temporal
+    if t is None:
+        return {}
+    return {"temporal": [checkpoint.array_sha256(t.warped), checkpoint.array_sha256(t.mask), t.weight,
+                         None if job_inputs.init_rgb is None else checkpoint.array_sha256(job_inputs.init_rgb)]}
+
+
 def _run_scale(
     job_inputs: job.JobInputs,
     weights: weights_lib.Weights,
@@ -283,6 +309,8 @@ def _run_scale(
     problem = spec.problem(blend)
     if job_inputs.masks is not None:
         problem = dataclasses.replace(problem, regions=job_inputs.masks.names)
+    if job_inputs.temporal is not None:
+        problem = dataclasses.replace(problem, temporal_weight=float(job_inputs.temporal.weight))
     content_rgb, style_rgbs = job_inputs.content, job_inputs.styles
     job_inputs.check_sizes(problem)
     if on_ready is not None:
@@ -290,7 +318,8 @@ def _run_scale(
     settings = spec.settings(weights.source)
     length = spec.chunk_length((config.save_every, config.checkpoint_every if checkpoint_path else 0))
     fp = checkpoint.fingerprint(
-        dict(config.to_dict(), scale=scale, **({} if job_inputs.masks is None else {"masks": job_inputs.masks.digest})),
+        dict(config.to_dict(), scale=scale, **({} if job_inputs.masks is None else {"masks": job_inputs.masks.digest}),
+             **_start_digest(job_inputs)),
         weights.sha256, content_rgb.shape[:2],
         [rgb.shape[:2] for rgb in style_rgbs], checkpoint.array_sha256(content_rgb),
         [checkpoint.array_sha256(rgb) for rgb in style_rgbs],

@@ -12,6 +12,7 @@ Energy (per step, x the image, F its features, P the content's, S the style's):
     content_weight * sum_l ||F_l - P_l||^2                                (content layers, the paper's alpha)
   + sum_t kernel_weight_t * style_weight * b_t * sum_l w_l * c_t(M_l, N_l) * L_t(F_l, S_l)   (style)
   + tv_weight * TV(x)
+  + temporal_weight * (1/D) sum_i c_i (x_i - w_i)^2                     (videos only, see temporal_loss)
 
 with L_t the method's loss and c_t the official code's per-layer constant (both from the method object, see
 :mod:`nst_jax.losses.methods`) and b_t the balance factor: 1 with ``balance="none"``; with ``balance="auto"``
@@ -58,6 +59,8 @@ class Problem:
     shard_rows: int = 0  # > 1: the image's rows are sharded over this many devices (nst_jax.shard)
     # Spatial control (nst_jax.masks): the colours of the content regions with a style loss; () is no masks.
     regions: tuple[str, ...] = ()
+    # > 0: the temporal term (Ruder et al. 2016) with this multiplier; its target is ``tgt["temporal"]``.
+    temporal_weight: float = 0.0
 
     def extract(self, params: Any, images: jax.Array, layers: Sequence[str], **options: Any
                 ) -> dict[str, jax.Array]:
@@ -150,7 +153,12 @@ def energy(
     content = scales["content"] * content
     style, parts = style_energy(problem, tgt, samples, key, scales["style"])
     tv = problem.tv_weight * losses.total_variation(x) if include_tv else jnp.zeros(())
-    return content + style + tv, {"content": content, "style": style, "tv": tv, **parts}
+    total, terms = content + style + tv, {"content": content, "style": style, "tv": tv, **parts}
+    if problem.temporal_weight:  # a video frame (nst_jax.clip)
+        terms["temporal"] = problem.temporal_weight * temporal_loss(x, tgt["temporal"]["warped"],
+                                                                    tgt["temporal"]["weight"])
+        total = total + terms["temporal"]
+    return total, terms
 
 
 def style_energy(problem: Problem, tgt: Mapping[str, Any], samples: Mapping[str, Any], key: jax.Array | None,
@@ -171,6 +179,19 @@ def style_energy(problem: Problem, tgt: Mapping[str, Any], samples: Mapping[str,
     fused = {f"style:{name}": per_term[name] for name in losses.term_names(problem.terms)} if len(problem.terms) > 1 \
         else {}
     return style, {**fused, **regions}
+
+
+def temporal_loss(x: jax.Array, warped: jax.Array, weight: jax.Array) -> jax.Array:
+    """The short-term temporal loss of Ruder, Dosovitskiy and Brox 2016: (1/D) sum_i c_i (x_i - w_i)^2, D = H * W * 3.
+
+    Args:
+      x: (H, W, 3) the image being optimised (preprocessed).
+      warped: (H, W, 3) the previous stylised frame warped into this one by the optical flow (preprocessed).
+      weight: (H, W) per-pixel c in [0, 1]: 0 at disocclusions and motion boundaries, 1 where the flow holds.
+    Returns:
+      scalar float32.
+    """
+    return jnp.mean(weight[..., None] * jnp.square(x - warped))
 
 
 def single_term(problem: Problem, tgt: Mapping[str, Any], i: int) -> tuple[Problem, dict[str, Any]]:
@@ -405,11 +426,14 @@ def chunk(problem: Problem, settings: StepSettings, length: int, state: LoopStat
 
 
 def term_names(problem: Problem) -> list[str]:
-    """The energy terms a step reports besides ``total``: content, style, tv, and per method of a fusion."""
+    """The energy terms a step reports besides ``total``: content, style, tv, per method of a fusion, per region,
+    and the temporal term of a video frame."""
     names = ["content", "style", "tv"]
     if len(problem.terms) > 1:
         names += [f"style:{name}" for name in losses.term_names(problem.terms)]
     names += [f"style@{name}" for name in problem.regions]
+    if problem.temporal_weight:
+        names.append("temporal")
     return names
 
 

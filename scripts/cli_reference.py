@@ -27,6 +27,7 @@ PROGRAMS = (
     ("nst_jax.compare", "Run several methods on one pair, side by side, with a cross-evaluation."),
     ("nst_jax.train", "Train a feed-forward network (johnson or adain) with any style method (docs/feedforward.md)."),
     ("nst_jax.fast", "Apply a trained feed-forward network to images or folders."),
+    ("nst_jax.video", "Stylise a video or a folder of frames without flicker ([video](video.md))."),
     ("weights_converter", "Download and convert VGG-19 weights (torchvision, or the Caffe conversion)."),
 )
 
@@ -120,9 +121,9 @@ def render() -> str:
     lines += [
         "## Config fields",
         "",
-        "Every field of the run config; set any of them with `--config.FIELD=VALUE` (for `nst_jax.main` and",
-        "`nst_jax.compare`), or pick another config file with `--config=configs/NAME.py`. A flag of the same name",
-        "(above) overrides the field. Defaults are `configs/default.py`'s.",
+        "Every field of the run config; set any of them with `--config.FIELD=VALUE` (for `nst_jax.main`,",
+        "`nst_jax.compare` and `nst_jax.video`), or pick another config file with `--config=configs/NAME.py`. A",
+        "flag of the same name (above) overrides the field. Defaults are `configs/default.py`'s.",
         "",
         "| field | default | meaning |",
         "| --- | --- | --- |",

@@ -68,7 +68,7 @@ def test_cli_reference_is_generated_and_up_to_date():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("program", ["nst_jax.main", "nst_jax.compare", "weights_converter"])
+@pytest.mark.parametrize("program", ["nst_jax.main", "nst_jax.compare", "nst_jax.video", "weights_converter"])
 def test_cli_reference_lists_every_flag_of_help(program):
     proc = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
