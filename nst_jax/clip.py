@@ -103,6 +103,29 @@ def optimisation_frames(spec: cfg_lib.RunSpec, styles: list[np.ndarray], weights
     return run, multiplier
 
 
+def network_frames(stylize: Callable[..., np.ndarray], styles: list[np.ndarray] | None = None,
+                   consistency: float = 1.0) -> FrameFn:
+    """A trained feed-forward network's frame function (``stylize``: :func:`nst_jax.fast.load`'s callable; adain
+    also takes ``styles``), with the flow's consistency as a post-process.
+
+    Given a prior, each pixel becomes the minimiser of ||y - f(x)||^2 + lambda c ||y - w||^2: the network's output
+    f(x) held against Ruder et al.'s temporal term (w the previous stylised frame warped, c its kept mask),
+    y = (f(x) + lambda c w) / (1 + lambda c), lambda = ``consistency``; 0, no prior or a cut: f(x) itself."""
+    def run(rgb: np.ndarray, prior: Prior | None) -> tuple[np.ndarray, dict[str, Any]]:
+        t0 = time.time()
+        out = stylize(rgb) if styles is None else stylize(rgb, styles)
+        run_s = time.time() - t0
+        if prior is not None and consistency > 0:
+            c = consistency * prior.mask[..., None]
+            out = (out + c * prior.warped) / (1.0 + c)
+        return out.astype(np.float32), {"status": "done", "steps": 0, "run_s": run_s, "compile_s": 0.0,
+                                        "final_energy": None, "final_losses": {},
+                                        "start": "network output, blended with the warped previous frame"
+                                        if prior is not None and consistency > 0 else "network output"}
+
+    return run
+
+
 def start_image(rgb: np.ndarray, prior: Prior) -> np.ndarray:
     """Where frame i's optimisation starts: the warped previous stylised frame where the flow holds, the frame
     itself where it does not (disocclusions, motion boundaries), so newly revealed regions start as a first

@@ -121,6 +121,13 @@ def load(path: str) -> Stylizer:
     return _cached(os.path.abspath(path), model.params_sha256)
 
 
+def describe(model: Any) -> str:
+    """One line on a model: its network, steps, digest and the VGG-19 weights that trained it (a model trained
+    with random weights says so)."""
+    vgg = model.config.get("vgg_weights", {}).get("described", "VGG-19 weights not recorded")
+    return f"{model.net} network, {model.step} training steps, sha256 {model.params_sha256[:12]}; trained with {vgg}"
+
+
 def preserve(mode: str, out: np.ndarray, content: np.ndarray) -> np.ndarray:
     """``--preserve_colors`` after the network: ``luminance`` keeps the content's chroma (the result's luminance
     only), ``histogram`` recolours the result to the content's colour mean and covariance
@@ -236,7 +243,7 @@ def main(argv: list[str]) -> None:
     except UserError as e:
         cli.fail(str(e))
     where = jobs[0][1] if len(jobs) == 1 else os.path.dirname(jobs[0][1])
-    print(f"wrote {written} image(s): {where}", file=sys.stderr, flush=True)
+    print(f"wrote {written} image(s): {where} ({describe(stylizer.model)})", file=sys.stderr, flush=True)
 
 
 def run() -> None:

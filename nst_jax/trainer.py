@@ -328,8 +328,11 @@ def run(config: Any, *, resume: bool = False, should_stop: Callable[[], bool] = 
             params = {"net": jax.device_get(state.params)}
             if prob.net == "adain":
                 params["encoder"] = jax.device_get(vgg_params)
+            w = inputs.weights  # which VGG-19 weights trained it: a model of random weights says so wherever shown
+            trained_with = {"vgg_weights": {"path": w.path, "sha256": w.sha256, "origin": w.origin,
+                                            "described": weights_lib.describe(w)}}
             model_file.save(os.path.join(config.workdir, "model.msgpack"), prob.net, params, prob.source,
-                            config_record(config), int(state.step))
+                            {**config_record(config), **trained_with}, int(state.step))
         return EXIT_DONE
     finally:
         if writer is not None:

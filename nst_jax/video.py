@@ -37,6 +37,7 @@ from nst_jax import (
     clip,
     compile_cache,
     demo,
+    fast,
     flow,
     image,
     loop,
@@ -85,6 +86,12 @@ flags.DEFINE_float("cut_histogram", flow.CUT_MAX_HISTOGRAM, "A frame whose colou
 flags.DEFINE_float("fps", None, "Frame rate of a folder-of-frames input (default 25); a video keeps its own.")
 flags.DEFINE_string("compare_with", None, "The record (.json) of another run of the same clip, e.g. with "
                     "--temporal_weight=0: writes OUTPUT_compare.png, a few of its frames above this run's.")
+flags.DEFINE_string("model", None, "A trained feed-forward network (python -m nst_jax.train's model.msgpack) "
+                    "applied to each frame instead of the optimisation (adain: with --style); the flow-based "
+                    "consistency is then a post-process (--consistency).")
+flags.DEFINE_float("consistency", 1.0, "With --model: the weight lambda of the warped previous stylised frame "
+                   "against the network's output, per kept pixel y = (f(x) + lambda w) / (1 + lambda); 0: "
+                   "independent frames.")
 flags.DEFINE_string("compile_cache", None, f"Folder of JAX's persistent compilation cache, or 'off' (default: "
                     f"${compile_cache.ENV}, else {compile_cache.default_dir()}).")
 FLAGS = flags.FLAGS
@@ -106,12 +113,42 @@ def output_paths(output: str) -> tuple[str, str, str]:
 
 
 def _fingerprint(config: Any, source: video_io.Source, start: int, end: int, hw: tuple[int, int],
-                 weights: weights_lib.Weights, settings: dict[str, Any]) -> dict[str, Any]:
+                 made_by: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """What decides a clip's frames: a resumed clip must match it."""
     free = ("output", "resume", "log_every", "save_every", "checkpoint_every")
     return {"config": {k: v for k, v in config.to_dict().items() if k not in free},
             "input": os.path.abspath(source.path), "frames": [start, end], "size": list(hw),
-            "weights": weights.sha256, **settings}
+            "weights": made_by["sha256"], **settings}
+
+
+def _made_by(config: Any, model: Any) -> tuple[Any, dict[str, Any]]:
+    """(the VGG-19 weights of an optimisation, or None with a model; what made the frames, for the record:
+    path, sha256 and ``described``, the line every output names)."""
+    if model is not None:
+        return None, {"model": model.model.path, "sha256": model.model.params_sha256, "net": model.net,
+                      "described": "model " + fast.describe(model.model)}
+    weights = weights_lib.load(weights_lib.resolve(config.weights or None, config.source))
+    return weights, {"path": weights.path, "source": weights.source, "sha256": weights.sha256,
+                     "origin": weights.origin, "described": weights_lib.describe(weights)}
+
+
+def _frame_function(spec: Any, model: Any, weights: Any, temporal_weight: float, consistency: float,
+                    hw: tuple[int, int], progress: Any, stop: Any) -> tuple[clip.FrameFn, float]:
+    """The frame function and the temporal term's energy multiplier (0 for a network)."""
+    config = spec.config
+    if model is None:
+        return clip.optimisation_frames(spec, _style_images(config), weights, temporal_weight, hw,
+                                        progress=progress, should_stop=stop)
+    styles = _style_images(config) if model.net == "adain" else None
+    return clip.network_frames(model, styles, consistency), 0.0
+
+
+def _check_model_styles(config: Any, model: Any) -> None:
+    """A network's styles: built into a johnson network, given (--style) to an adain one."""
+    if model is not None and model.net == "johnson" and config.style:
+        raise ConfigError("--style: a johnson network has its style built in; give no --style with it")
+    if model is not None and model.net == "adain" and not config.style:
+        raise ConfigError("--style: an adain network needs a style image (--style=painting.jpg)")
 
 
 def _prepare_folder(folder: str, fingerprint: dict[str, Any], resume: bool, count: int) -> int:
@@ -161,11 +198,16 @@ def _check_settings(temporal_weight: float, cut_kept: float, cut_histogram: floa
 def run(config: Any, *, input_path: str, frames: str = "", temporal_weight: float = clip.TEMPORAL_WEIGHT,
         flow_method: str = "dis", cut_kept: float = flow.CUT_MIN_KEPT,
         cut_histogram: float = flow.CUT_MAX_HISTOGRAM, fps: float | None = None,
-        compare_with: str | None = None) -> int:
+        compare_with: str | None = None, model: str | None = None, consistency: float = 1.0) -> int:
     """Stylises a clip and writes its outputs (module docstring). Returns the exit status: 0 done, 130
-    interrupted (the finished frames kept); raises UserError before writing anything for bad inputs."""
+    interrupted (the finished frames kept); raises UserError before writing anything for bad inputs.
+    ``model``: a trained network's file (:mod:`nst_jax.fast`) instead of the optimisation, its frames held
+    to the warped previous ones with weight ``consistency`` (:func:`nst_jax.clip.network_frames`)."""
     started = time.time()
     _check_settings(temporal_weight, cut_kept, cut_histogram)
+    if not math.isfinite(consistency) or consistency < 0:
+        raise ConfigError(f"--consistency={consistency}: must be a finite number >= 0")
+    network = fast.load(model) if model else None  # a bad or damaged model file: one line, before any output
     spec = cfg_lib.parse(config)  # the run's one parse
     if int(config.scales) > 1 and config.sgd.denoise:
         raise ConfigError("--config.sgd.denoise: not with --scales > 1")
@@ -186,18 +228,21 @@ def run(config: Any, *, input_path: str, frames: str = "", temporal_weight: floa
     with config.unlocked():
         config.size = max(hw)
     spec = dataclasses.replace(spec, config=config)  # the size changes neither the terms nor the style weight
-    cfg_lib.check_sizes(spec.problem(), [("content", np.zeros((*hw, 3)), f"frames of {input_path}")])
+    if network is None:  # the optimisation's VGG layers need frames of some size; a network takes any
+        cfg_lib.check_sizes(spec.problem(), [("content", np.zeros((*hw, 3)), f"frames of {input_path}")])
     written = {os.path.realpath(p) for p in (config.output, folder, record_path)}
     if os.path.realpath(input_path) in written:
         raise UserError(f"--output={config.output}: would overwrite the input {input_path}")
     check_writable(record_path, "out.mp4")
     if compare_with and not os.path.isfile(compare_with):
         raise UserError(f"--compare_with={compare_with}: no such record")
-    weights = weights_lib.load(weights_lib.resolve(config.weights or None, config.source))
-    styles = _style_images(config)
+    weights, made_by = _made_by(config, network)
     settings = {"temporal_weight": temporal_weight, "flow": flow_method, "cut_kept": cut_kept,
                 "cut_histogram": cut_histogram}
-    done = _prepare_folder(folder, _fingerprint(config, source, start, end, hw, weights, settings),
+    if network is not None:
+        settings = {**settings, "temporal_weight": 0.0, "model": made_by["model"], "consistency": consistency}
+    _check_model_styles(config, network)
+    done = _prepare_folder(folder, _fingerprint(config, source, start, end, hw, made_by, settings),
                            bool(config.resume), count)
     for note in cfg_lib.machine_notes(config):
         print(note, file=sys.stderr, flush=True)
@@ -221,11 +266,12 @@ def run(config: Any, *, input_path: str, frames: str = "", temporal_weight: floa
               file=sys.stderr, flush=True)
 
     with cli.StopOnInterrupt() as stop:
-        frame_fn, multiplier = clip.optimisation_frames(spec, styles, weights, temporal_weight, hw,
-                                                        progress=progress, should_stop=stop)
+        frame_fn, multiplier = _frame_function(spec, network, weights, temporal_weight, consistency, hw, progress,
+                                               stop)
         frames_in = (image.resize(rgb, hw) for rgb in video_io.read_frames(source, start, end))
+        prior = consistency > 0 if network is not None else temporal_weight > 0
         try:
-            finished = clip.run_frames(frames_in, count, frame_fn, folder, done=done, temporal=temporal_weight > 0,
+            finished = clip.run_frames(frames_in, count, frame_fn, folder, done=done, temporal=prior,
                                        method=flow_method, min_kept=cut_kept, max_histogram=cut_histogram,
                                        should_stop=stop, on_frame=on_frame)
         except runner.Interrupted:
@@ -239,23 +285,23 @@ def run(config: Any, *, input_path: str, frames: str = "", temporal_weight: floa
     records = clip.frame_records(folder, count)
     if kind == "mp4":
         video_io.write_mp4(config.output, (image.load_image(clip.frame_path(folder, k)) for k in range(count)), rate)
-    record = _record(config, input_path, source, start, end, rate, hw, kind, folder, weights, settings, multiplier,
+    record = _record(config, input_path, source, start, end, rate, hw, kind, folder, made_by, settings, multiplier,
                      records, time.time() - started)
     write_json(record_path, record, what="record")
     mean = record["mean_warping_error"]
     print(f"wrote {config.output if kind == 'mp4' else folder + '/'} and {record_path} ({count} frames, "
           f"{sum(r['steps'] for r in records)} steps in {sum(r['time_s'] for r in records):.1f} s; mean warping "
-          f"error {'n/a' if mean is None else f'{mean:.4g}'}; {len(record['cuts'])} scene cut(s); weights "
-          f"{weights_lib.describe(weights)})", file=sys.stderr)
+          f"error {'n/a' if mean is None else f'{mean:.4g}'}; {len(record['cuts'])} scene cut(s); "
+          f"{made_by['described']})", file=sys.stderr)
     if compare_with:
         path = compare_path(config.output)
-        write_compare(path, compare_with, record_path, weights)
+        write_compare(path, compare_with, record_path)
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
 def _record(config: Any, input_path: str, source: video_io.Source, start: int, end: int, rate: Fraction,
-            hw: tuple[int, int], kind: str, folder: str, weights: weights_lib.Weights, settings: dict[str, Any],
+            hw: tuple[int, int], kind: str, folder: str, made_by: dict[str, Any], settings: dict[str, Any],
             multiplier: float, records: list[dict[str, Any]], total_s: float) -> dict[str, Any]:
     """The clip's record (``out.json``)."""
     import nst_jax
@@ -271,8 +317,7 @@ def _record(config: Any, input_path: str, source: video_io.Source, start: int, e
                   "frames": [start, end]},
         "output": {"path": os.path.abspath(config.output), "kind": kind, "frames": os.path.abspath(folder),
                    "frame_count": end - start, "fps": str(rate), "size": list(hw)},
-        "weights": {"path": weights.path, "source": weights.source, "sha256": weights.sha256,
-                    "origin": weights.origin, "described": weights_lib.describe(weights)},
+        "weights": made_by,
         "device": record_lib.device_info(),
         "versions": record_lib.versions(),
         "temporal": {**settings, "energy_weight": multiplier,
@@ -289,15 +334,21 @@ def _record(config: Any, input_path: str, source: video_io.Source, start: int, e
     }
 
 
+def _setting(record: dict[str, Any]) -> str:
+    """What a run's temporal setting was, for the sheet: its temporal weight, or a network's consistency."""
+    t = record["temporal"]
+    return f"consistency {t['consistency']:g}" if "model" in t else f"temporal_weight {t['temporal_weight']:g}"
+
+
 def compare_path(output: str) -> str:
     """``out.mp4`` -> ``out_compare.png``; a folder ``out`` -> ``out_compare.png`` beside it."""
     return os.path.splitext(os.path.normpath(output))[0] + "_compare.png"
 
 
-def write_compare(path: str, other_record: str, this_record: str, weights: weights_lib.Weights,
-                  frames: int = SHEET_FRAMES) -> None:
-    """A sheet of a few frames: the other run's row above this run's, each labelled with its temporal weight,
-    the frame and its warping error, the footer naming the weights (:func:`nst_jax.sheet.contact_sheet`)."""
+def write_compare(path: str, other_record: str, this_record: str, frames: int = SHEET_FRAMES) -> None:
+    """A sheet of a few frames: the other run's row above this run's, each labelled with its temporal weight
+    (or a network's consistency), the frame and its warping error, the footer naming what made each run's
+    frames (weights or model: :func:`nst_jax.sheet.contact_sheet`)."""
     runs = []
     for path_ in (other_record, this_record):
         try:
@@ -313,12 +364,12 @@ def write_compare(path: str, other_record: str, this_record: str, weights: weigh
             f = r["frames"][k]
             error = "" if f["warping_error"] is None else f" error {f['warping_error']:.3g}"
             tiles.append((image.load_image(clip.frame_path(r["output"]["frames"], k)),
-                          f"temporal_weight {r['temporal']['temporal_weight']:g}\nframe {k}{error}"))
-    means = "; ".join(f"temporal_weight {r['temporal']['temporal_weight']:g}: mean warping error "
+                          f"{_setting(r)}\nframe {k}{error}"))
+    means = "; ".join(f"{_setting(r)}: mean warping error "
                       f"{'n/a' if r['mean_warping_error'] is None else format(r['mean_warping_error'], '.4g')}"
                       for r in runs)
-    grid = sheet.contact_sheet(tiles, columns=len(picks), tile=160,
-                               footer=f"{means}. weights: {weights_lib.describe(weights)}")
+    made = sorted({r["weights"].get("described", "") for r in runs})
+    grid = sheet.contact_sheet(tiles, columns=len(picks), tile=160, footer=f"{means}. {'; '.join(made)}")
     image.save_image(path, grid)
 
 
@@ -335,7 +386,8 @@ def main(argv: list[str]) -> None:
         compile_cache.enable(FLAGS.compile_cache)
         status = run(config, input_path=FLAGS.input or "", frames=FLAGS.frames,
                      temporal_weight=FLAGS.temporal_weight, flow_method=FLAGS.flow, cut_kept=FLAGS.cut_kept,
-                     cut_histogram=FLAGS.cut_histogram, fps=FLAGS.fps, compare_with=FLAGS.compare_with)
+                     cut_histogram=FLAGS.cut_histogram, fps=FLAGS.fps, compare_with=FLAGS.compare_with,
+                     model=FLAGS.model, consistency=FLAGS.consistency)
     except UserError as e:
         cli.fail(str(e))
     sys.exit(status)

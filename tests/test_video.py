@@ -267,3 +267,71 @@ def test_interrupted_clip_resumes_to_the_same_frames(clip_folder, random_weights
     cfg.steps = 9
     with pytest.raises(UserError, match="differs in config, config.steps"):
         video.run(cfg, input_path=clip_folder, fps=12)
+
+
+# ------------------------------------------------------------------------------------------------ trained networks
+
+
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory):
+    """Untrained johnson and adain model files (the post-process does not care what the network learnt)."""
+    import jax
+    from conftest import he_params
+
+    from nst_jax.nets import adain, johnson, model_file
+
+    root = tmp_path_factory.mktemp("networks")
+    small = {"johnson_channels": [8, 16, 32], "johnson_residual_blocks": 1}
+    net = johnson.TransformerNet(channels=(8, 16, 32), residual_blocks=1)
+    paths = {"johnson": str(root / "johnson.msgpack"), "adain": str(root / "adain.msgpack")}
+    model_file.save(paths["johnson"], "johnson", {"net": johnson.init_params(jax.random.key(0), net)}, "torchvision",
+                    small, 0)
+    model_file.save(paths["adain"], "adain", {"net": adain.init_params(jax.random.key(1)),
+                                              "encoder": adain.encoder_params(he_params(0))}, "torchvision", {}, 0)
+    return paths
+
+
+def test_network_frames_hold_kept_pixels_to_the_warped_frame():
+    rng = np.random.default_rng(0)
+    f_x, warped = rng.random((6, 8, 3)).astype(np.float32), rng.random((6, 8, 3)).astype(np.float32)
+    mask = (rng.random((6, 8)) > 0.3).astype(np.float32)
+    for lam in (0.0, 1.0, 3.0):
+        out, info = clip.network_frames(lambda rgb: f_x, consistency=lam)(f_x, clip.Prior(warped, mask))
+        c = lam * mask[..., None]
+        np.testing.assert_allclose(out, (f_x + c * warped) / (1 + c), rtol=1e-6)
+        assert info["steps"] == 0
+    out, _ = clip.network_frames(lambda rgb: f_x)(f_x, None)  # a first frame, a cut: the network's own output
+    np.testing.assert_array_equal(out, f_x)
+
+
+def test_a_network_over_a_clip_with_and_without_consistency(clip_folder, networks, tmp_path):
+    from nst_jax import video
+
+    errors = {}
+    for lam in (0.0, 1.0):
+        out = tmp_path / f"c{lam:g}.mp4"
+        assert video.run(clip_config(output=str(out)), input_path=clip_folder, fps=12, model=networks["johnson"],
+                         consistency=lam) == 0
+        with open(tmp_path / f"c{lam:g}.json") as f:
+            record = json.load(f)
+        assert len(record["frames"]) == 5 and record["weights"]["net"] == "johnson"
+        assert "johnson network" in record["weights"]["described"]
+        assert [fr["prior"] for fr in record["frames"]] == [False] + [lam > 0] * 4
+        errors[lam] = record["mean_warping_error"]
+    assert errors[1.0] < errors[0.0] / 2, errors
+
+
+@pytest.mark.parametrize("case", ["adain_without_style", "damaged"])
+def test_network_errors_exit_2_in_one_line_writing_nothing(clip_folder, networks, tmp_path, case):
+    model = networks["adain"]
+    pattern = "needs a style image"
+    if case == "damaged":
+        model = str(tmp_path / "damaged.msgpack")
+        with open(networks["johnson"], "rb") as f:
+            data = f.read()
+        with open(model, "wb") as f:
+            f.write(data[: len(data) // 2])
+        pattern = "damaged.msgpack"
+    out_dir = tmp_path / "out"
+    assert_user_error(run_video(f"--input={clip_folder}", f"--output={out_dir}/v.mp4", f"--model={model}"), pattern,
+                      out_dir)
