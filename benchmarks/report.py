@@ -177,9 +177,29 @@ def headline(pages: dict[str, list[tuple[str, dict[str, Any]]]]) -> str:
             ratio = f"{t / j:.2f}x" if j and t else ""
             lines.append(f"| {method} | {cells[0]} | {cells[1]} | {ratio} |")
         lines.append("")
+        lines += _fast_headline(cls, dict(items).get("fast"))
     if not lines:
         return "No results recorded yet.\n"
     return "\n".join(lines)
+
+
+def _fast_headline(cls: str, doc: dict[str, Any] | None) -> list[str]:
+    """The feed-forward networks' lines of the README's block (``benchmarks.fast``): nst_jax against PyTorch
+    eager, training steps and inference per image, as times and their ratio."""
+    if doc is None:
+        return []
+    res, s = doc["results"], doc["settings"]
+    train = {r["framework"]: r["s_per_step"] for r in res["train"]}
+    infer = {(r["size"], r["framework"]): r["ms_per_image"] for r in res["inference"]}
+    rows = [(f"training step, {s['size']} px, batch {s['batch']} (s)", train.get("jax"), train.get("torch_eager"))]
+    rows += [(f"inference, {size} px (ms)", infer.get((size, "jax")), infer.get((size, "torch_eager")))
+             for size in sorted({size for size, _ in infer})]
+    out = [f"Feed-forward Johnson network ([the tables](docs/results/{cls}.md#{_anchor(doc, 'fast')})):", "",
+           "| | nst_jax | PyTorch eager | PyTorch / nst_jax |", "| --- | ---: | ---: | ---: |"]
+    for label, j, t in rows:
+        cells = ["" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.2f}" for v in (j, t)]
+        out.append(f"| {label} | {cells[0]} | {cells[1]} | {f'{t / j:.2f}x' if j and t else ''} |")
+    return [*out, ""]
 
 
 def readme_with(text: str, block: str) -> str:
