@@ -60,40 +60,48 @@ EXCLUDED_RUN_FLAGS = ("content", "save_every", "checkpoint_every", "shard_image"
 VIDEO_RUN_FLAGS = tuple(f.name for f in cli.RUN_FLAGS if f.name not in EXCLUDED_RUN_FLAGS)
 SHEET_FRAMES = 4
 
-config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Run configuration file.",
-                                lock_config=True)
-_DEFAULTS = default_config.get_config()
-_DEFAULTS.output = "out.mp4"  # a video's default output (main sets it when --output is not given)
-cli.define_run_flags(VIDEO_RUN_FLAGS, defaults=_DEFAULTS, helps={
-    "output": "Output video (.mp4, H.264) or a folder for PNG frames; the record goes beside it as .json.",
-    "resume": "Continue an interrupted clip after its last finished frame (kept in OUTPUT_frames/).",
-    "size": "Long edge of the output frames in pixels (an .mp4's sides rounded down to even numbers).",
-    "steps": "Optimisation steps per frame.",
-})
-flags.adopt_module_key_flags(cli)
-flags.DEFINE_string("input", None, "Input video file (mp4, mov, webm, gif, ...) or a folder of frames (PNG/JPEG, in "
-                    "natural order of their names).")
-flags.DEFINE_string("frames", "", "Part of the clip: START:END, 0-based frame numbers, END excluded (e.g. 0:48); "
-                    "empty: every frame.")
-flags.DEFINE_float("temporal_weight", clip.TEMPORAL_WEIGHT, "Temporal term's weight relative to the content's, "
-                   "gamma/alpha of Ruder et al. 2016 (docs/video.md says how it scales); 0: independent frames.")
-flags.DEFINE_enum("flow", "dis", list(flow.METHODS), "Optical flow (OpenCV): dis (dense inverse search) or "
-                  "farneback.")
-flags.DEFINE_float("cut_kept", flow.CUT_MIN_KEPT, "A frame whose flow keeps fewer than this fraction of its pixels "
-                   "starts afresh (a scene cut).")
-flags.DEFINE_float("cut_histogram", flow.CUT_MAX_HISTOGRAM, "A frame whose colour histogram is further than this "
-                   "(Hellinger distance, 0-1) from the previous frame's starts afresh (a scene cut).")
-flags.DEFINE_float("fps", None, "Frame rate of a folder-of-frames input (default 25); a video keeps its own.")
-flags.DEFINE_string("compare_with", None, "The record (.json) of another run of the same clip, e.g. with "
-                    "--temporal_weight=0: writes OUTPUT_compare.png, a few of its frames above this run's.")
-flags.DEFINE_string("model", None, "A trained feed-forward network (python -m nst_jax.train's model.msgpack) "
-                    "applied to each frame instead of the optimisation (adain: with --style); the flow-based "
-                    "consistency is then a post-process (--consistency).")
-flags.DEFINE_float("consistency", 1.0, "With --model: the weight lambda of the warped previous stylised frame "
-                   "against the network's output, per kept pixel y = (f(x) + lambda w) / (1 + lambda); 0: "
-                   "independent frames.")
-flags.DEFINE_string("compile_cache", None, f"Folder of JAX's persistent compilation cache, or 'off' (default: "
-                    f"${compile_cache.ENV}, else {compile_cache.default_dir()}).")
+# Command line: the flags are defined only when this module runs as a program (:func:`run_main`), so importing
+# nst_jax.video (its :func:`run`, from Python or the tests) leaves absl's flags alone.
+
+
+def define_flags() -> None:
+    """The command line's flags: the main program's run flags (less :data:`EXCLUDED_RUN_FLAGS`) and the video's."""
+    defaults = default_config.get_config()
+    defaults.output = "out.mp4"  # a video's default output (main sets it when --output is not given)
+    config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "default.py"), "Run configuration file.",
+                                    lock_config=True)
+    cli.define_run_flags(VIDEO_RUN_FLAGS, defaults=defaults, helps={
+        "output": "Output video (.mp4, H.264) or a folder for PNG frames; the record goes beside it as .json.",
+        "resume": "Continue an interrupted clip after its last finished frame (kept in OUTPUT_frames/).",
+        "size": "Long edge of the output frames in pixels (an .mp4's sides rounded down to even numbers).",
+        "steps": "Optimisation steps per frame.",
+    })
+    flags.adopt_module_key_flags(cli)
+    flags.DEFINE_string("input", None, "Input video file (mp4, mov, webm, gif, ...) or a folder of frames "
+                        "(PNG/JPEG, in natural order of their names).")
+    flags.DEFINE_string("frames", "", "Part of the clip: START:END, 0-based frame numbers, END excluded (e.g. 0:48); "
+                        "empty: every frame.")
+    flags.DEFINE_float("temporal_weight", clip.TEMPORAL_WEIGHT, "Temporal term's weight relative to the content's, "
+                       "gamma/alpha of Ruder et al. 2016 (docs/video.md says how it scales); 0: independent frames.")
+    flags.DEFINE_enum("flow", "dis", list(flow.METHODS), "Optical flow (OpenCV): dis (dense inverse search) or "
+                      "farneback.")
+    flags.DEFINE_float("cut_kept", flow.CUT_MIN_KEPT, "A frame whose flow keeps fewer than this fraction of its pixels "
+                       "starts afresh (a scene cut).")
+    flags.DEFINE_float("cut_histogram", flow.CUT_MAX_HISTOGRAM, "A frame whose colour histogram is further than this "
+                       "(Hellinger distance, 0-1) from the previous frame's starts afresh (a scene cut).")
+    flags.DEFINE_float("fps", None, "Frame rate of a folder-of-frames input (default 25); a video keeps its own.")
+    flags.DEFINE_string("compare_with", None, "The record (.json) of another run of the same clip, e.g. with "
+                        "--temporal_weight=0: writes OUTPUT_compare.png, a few of its frames above this run's.")
+    flags.DEFINE_string("model", None, "A trained feed-forward network (python -m nst_jax.train's model.msgpack) "
+                        "applied to each frame instead of the optimisation (adain: with --style); the flow-based "
+                        "consistency is then a post-process (--consistency).")
+    flags.DEFINE_float("consistency", 1.0, "With --model: the weight lambda of the warped previous stylised frame "
+                       "against the network's output, per kept pixel y = (f(x) + lambda w) / (1 + lambda); 0: "
+                       "independent frames.")
+    flags.DEFINE_string("compile_cache", None, f"Folder of JAX's persistent compilation cache, or 'off' (default: "
+                        f"${compile_cache.ENV}, else {compile_cache.default_dir()}).")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -394,6 +402,7 @@ def main(argv: list[str]) -> None:
 
 
 def run_main() -> None:
+    define_flags()
     app.run(main, flags_parser=cli.parse_flags)
 
 

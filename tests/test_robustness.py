@@ -31,7 +31,7 @@ from flax import serialization
 from PIL import Image
 
 from configs import test as test_config
-from nst_jax import checkpoint, image, job, optimizers, placement, runner, vgg, weights
+from nst_jax import checkpoint, image, optimizers, placement, runner, vgg, weights
 
 # Every test runs the command lines in subprocesses or several whole runs: all of them are slow.
 pytestmark = pytest.mark.slow
@@ -517,7 +517,7 @@ def test_non_finite_midway_keeps_the_image_of_the_last_finite_step(random_weight
     monkeypatch.setattr(optimizers, "make", poisoned)
     # A jit of its own: the poisoned step is compiled here and dropped after, so no other run can reuse it.
     uncached = placement._batched.__wrapped__
-    monkeypatch.setattr(job, "_batched", lambda *args: uncached(*args))
+    monkeypatch.setattr(placement, "_batched", lambda *args: uncached(*args))
     with pytest.raises(runner.NonFiniteLoss, match="non-finite at step 5") as e:
         runner.stylize(content, style, config, weights=loaded)
     assert e.value.record["steps_run"] == 4
